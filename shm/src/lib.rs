@@ -1,0 +1,24 @@
+//! Shared-memory rings and pages for tickpipe.
+//!
+//! This is the only crate of the workspace with `unsafe` code, and it keeps it small: the ring
+//! protocol ([`ring`]) is safe code over a slice of atomic words; only turning a file mapping into
+//! that slice ([`mapped`]), the SIGBUS guard ([`sigbus`]) and the io_uring file writer need
+//! `unsafe`, each module opting in with its reason.
+//!
+//! Shared memory is untrusted input: another process (or a bug in one) can write anything there,
+//! truncate the file or die mid-write. Every length and offset read from it is bounds-checked,
+//! and a reader never hands out a torn frame.
+#![deny(unsafe_code)]
+
+pub mod layout;
+#[cfg(not(loom))]
+pub mod mapped;
+pub mod ring;
+#[cfg(not(loom))]
+pub mod sigbus;
+pub mod sync;
+
+pub use ring::{
+    FrameInfo, HeapRegion, ReadError, Region, RingGeometry, RingReader, RingWriter, StartAt,
+    WriteError,
+};

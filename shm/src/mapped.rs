@@ -1,0 +1,409 @@
+//! Rings in memory-mapped files: creating one for a writer, attaching readers, inspecting one.
+#![allow(unsafe_code)] // Viewing a file mapping as atomic words, and asking the kernel whether a pid lives.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use memmap2::{MmapOptions, MmapRaw};
+
+use crate::layout::HEADER_LEN;
+use crate::ring::{
+    GeometryError, HeaderError, HeaderState, Region, RingGeometry, RingInfo, RingReader,
+    RingWriter, StartAt, WriterIdentity, claim_slot, read_header, reader_slots, release_slot,
+};
+use crate::sigbus;
+use crate::sync::AtomicU64;
+
+/// Errors setting up or inspecting a mapped ring. Each names the file.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum ShmError {
+    /// An operating-system call failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The file is not a ring this build can read.
+    #[error("{path}: {source}")]
+    Header {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with its header.
+        source: HeaderError,
+    },
+    /// The requested shape cannot make a ring.
+    #[error(transparent)]
+    Geometry(#[from] GeometryError),
+    /// The ring did not become ready in time.
+    #[error("{path}: ring not ready after {waited:?}: {state}")]
+    NotReady {
+        /// The file.
+        path: PathBuf,
+        /// How long we waited.
+        waited: Duration,
+        /// The last state seen.
+        state: &'static str,
+    },
+    /// A configured group does not exist.
+    #[error("group {0:?} not found in /etc/group")]
+    UnknownGroup(String),
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ShmError + 'a {
+    move |source| ShmError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A file mapping viewed as atomic words. Registered with the SIGBUS guard for its lifetime.
+#[derive(Debug)]
+pub struct MappedRegion {
+    map: MmapRaw,
+    words: usize,
+    writable: bool,
+    path: PathBuf,
+    _guard: sigbus::Registration,
+}
+
+impl MappedRegion {
+    fn new(file: &File, path: &Path, len: usize, writable: bool) -> Result<Self, ShmError> {
+        let mut options = MmapOptions::new();
+        options.len(len);
+        let map = if writable {
+            options.populate().map_raw(file)
+        } else {
+            options.map_raw_read_only(file)
+        }
+        .map_err(io_err("mmap", path))?;
+        let guard = sigbus::register(map.as_ptr() as usize, len, path);
+        Ok(Self {
+            map,
+            words: len / 8,
+            writable,
+            path: path.to_path_buf(),
+            _guard: guard,
+        })
+    }
+
+    /// The mapped file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether this mapping may be written.
+    pub fn writable(&self) -> bool {
+        self.writable
+    }
+}
+
+impl Region for MappedRegion {
+    #[inline(always)]
+    fn words(&self) -> &[AtomicU64] {
+        // SAFETY: the mapping is page-aligned (so 8-aligned) and `words * 8` bytes long, and it
+        // lives as long as `self`, which the returned slice borrows. AtomicU64 has the size,
+        // alignment and bit validity of u64, and every bit pattern is a valid u64. Every party
+        // (this process and others) touches the words only through atomic operations, which is
+        // what makes shared access sound; a read-only mapping is only ever loaded from (readers
+        // without a slot never store). The file being truncated underneath is a SIGBUS, which
+        // the guard registered in `new` turns into a clear exit instead of a crash.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().cast::<AtomicU64>(), self.words) }
+    }
+}
+
+/// Nanoseconds since the UNIX epoch, from the system clock.
+pub fn unix_now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Whether a process with this pid exists (a pid we may not signal still exists).
+pub fn pid_alive(pid: u64) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: kill with signal 0 sends nothing; it only checks that the pid exists and that we
+    // may signal it. It has no memory-safety preconditions.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// How to create a ring file.
+#[derive(Debug, Clone)]
+pub struct CreateOptions {
+    /// Data area bytes (power of two).
+    pub capacity: usize,
+    /// Largest payload.
+    pub max_payload: usize,
+    /// What the payloads are ([`crate::ring::content`]).
+    pub content_tag: u64,
+    /// A group that may read the ring (mode 0640 and that group); otherwise mode 0600.
+    pub group: Option<String>,
+}
+
+impl Default for CreateOptions {
+    fn default() -> Self {
+        Self {
+            capacity: 64 << 20,
+            max_payload: 64 << 10,
+            content_tag: crate::ring::content::DBN,
+            group: None,
+        }
+    }
+}
+
+fn lookup_group(name: &str) -> Result<u32, ShmError> {
+    let groups =
+        std::fs::read_to_string("/etc/group").map_err(io_err("read", Path::new("/etc/group")))?;
+    groups
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(':');
+            let (n, _, gid) = (fields.next()?, fields.next()?, fields.next()?);
+            (n == name).then(|| gid.parse().ok()).flatten()
+        })
+        .next()
+        .or_else(|| name.parse().ok())
+        .ok_or_else(|| ShmError::UnknownGroup(name.to_string()))
+}
+
+/// Creates a ring file at `path` and returns its writer.
+///
+/// The ring is built in a temporary file beside `path` and renamed into place once its header is
+/// complete, so a reader never maps a half-sized file; a reader still attached to an older ring
+/// at the same path keeps its own (now unlinked) file.
+///
+/// # Errors
+/// Invalid geometry, an unknown group, or a failing file operation.
+pub fn create(
+    path: &Path,
+    options: &CreateOptions,
+    meta: &[u8],
+) -> Result<RingWriter<MappedRegion>, ShmError> {
+    let geometry = RingGeometry::new(options.capacity, options.max_payload, meta.len())?;
+    let gid = options.group.as_deref().map(lookup_group).transpose()?;
+    let name = path.file_name().ok_or_else(|| ShmError::Io {
+        op: "create",
+        path: path.to_path_buf(),
+        source: io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"),
+    })?;
+    let tmp = path.with_file_name(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io_err("create", &tmp))?;
+        let mode = if let Some(gid) = gid {
+            std::os::unix::fs::fchown(&file, None, Some(gid)).map_err(io_err("chown", &tmp))?;
+            0o640
+        } else {
+            0o600
+        };
+        // Explicit, so the umask cannot widen or narrow what was asked for.
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(io_err("chmod", &tmp))?;
+        file.set_len(geometry.total_len() as u64)
+            .map_err(io_err("resize", &tmp))?;
+        let region = MappedRegion::new(&file, &tmp, geometry.total_len(), true)?;
+        let now = unix_now_ns();
+        let identity = WriterIdentity {
+            content_tag: options.content_tag,
+            pid: u64::from(std::process::id()),
+            start_ns: now,
+        };
+        let writer = RingWriter::init(region, geometry, meta, identity, now).map_err(|source| {
+            ShmError::Header {
+                path: tmp.clone(),
+                source,
+            }
+        })?;
+        std::fs::rename(&tmp, path).map_err(io_err("rename", path))?;
+        Ok(writer)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// What a reader finds at a path.
+#[derive(Debug)]
+pub enum Attach {
+    /// No file yet.
+    NoFile,
+    /// The file exists but is shorter than a header: not sized/mapped by its writer yet.
+    NotMapped {
+        /// Current length.
+        len: u64,
+    },
+    /// The header is being written.
+    VersionNotWritten,
+    /// Attached.
+    Ready(RingReader<MappedRegion>),
+}
+
+impl Attach {
+    fn describe(&self) -> &'static str {
+        match self {
+            Attach::NoFile => "no file yet",
+            Attach::NotMapped { .. } => "file exists but is not sized yet",
+            Attach::VersionNotWritten => "header version not written yet",
+            Attach::Ready(_) => "ready",
+        }
+    }
+}
+
+fn open_region(
+    path: &Path,
+    prefer_write: bool,
+) -> Result<Option<Result<MappedRegion, u64>>, ShmError> {
+    let mut writable = prefer_write;
+    let file = match OpenOptions::new().read(true).write(writable).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied && writable => {
+            writable = false;
+            match File::open(path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(io_err("open", path)(e)),
+            }
+        }
+        Err(e) => return Err(io_err("open", path)(e)),
+    };
+    let len = file.metadata().map_err(io_err("stat", path))?.len();
+    if len < HEADER_LEN as u64 {
+        return Ok(Some(Err(len)));
+    }
+    let len = usize::try_from(len).map_err(|_| ShmError::Header {
+        path: path.to_path_buf(),
+        source: HeaderError::TooSmall {
+            len: usize::MAX,
+            needed: 0,
+        },
+    })?;
+    Ok(Some(Ok(MappedRegion::new(
+        &file,
+        path,
+        len & !7,
+        writable,
+    )?)))
+}
+
+/// Options for attaching a reader.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AttachOptions {
+    /// Where to start reading.
+    pub start: StartAt,
+    /// Map read-only and take no reader slot (the reader is then not listed by `ring stat`).
+    pub read_only: bool,
+}
+
+/// Tries once to attach a reader to the ring at `path`.
+///
+/// # Errors
+/// A file that exists but is not a valid ring (wrong magic, wrong version, too small, bad
+/// fields), or a failing file operation. A ring that is not ready yet is an [`Attach`] state.
+pub fn try_attach(path: &Path, options: AttachOptions) -> Result<Attach, ShmError> {
+    let region = match open_region(path, !options.read_only)? {
+        None => return Ok(Attach::NoFile),
+        Some(Err(len)) => return Ok(Attach::NotMapped { len }),
+        Some(Ok(region)) => region,
+    };
+    let header = read_header(region.words()).map_err(|source| ShmError::Header {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let info = match header {
+        HeaderState::Ready(info) => info,
+        HeaderState::TooShortForHeader => return Ok(Attach::NotMapped { len: 0 }),
+        HeaderState::VersionNotWritten => return Ok(Attach::VersionNotWritten),
+    };
+    let slot = if region.writable() {
+        for slot in reader_slots(region.words()) {
+            if !pid_alive(slot.pid) {
+                release_slot(region.words(), slot.index, slot.pid);
+            }
+        }
+        let pid = u64::from(std::process::id());
+        claim_slot(region.words(), pid, unix_now_ns()).map(|index| (index, pid))
+    } else {
+        None
+    };
+    let mut reader = RingReader::new(region, info, options.start);
+    if let Some((index, pid)) = slot {
+        reader.set_slot(index, pid);
+    }
+    Ok(Attach::Ready(reader))
+}
+
+/// Attaches, polling every millisecond until the ring is ready or `timeout` passes.
+///
+/// # Errors
+/// As [`try_attach`], plus [`ShmError::NotReady`] naming the last state seen.
+pub fn attach_wait(
+    path: &Path,
+    options: AttachOptions,
+    timeout: Duration,
+) -> Result<RingReader<MappedRegion>, ShmError> {
+    let started = Instant::now();
+    loop {
+        let state = try_attach(path, options)?;
+        if let Attach::Ready(reader) = state {
+            return Ok(reader);
+        }
+        if started.elapsed() >= timeout {
+            return Err(ShmError::NotReady {
+                path: path.to_path_buf(),
+                waited: started.elapsed(),
+                state: state.describe(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Maps a ring read-only for inspection (`ring stat`): no slot, no reader.
+///
+/// # Errors
+/// As [`try_attach`]; a ring that is not ready is [`ShmError::NotReady`].
+pub fn inspect(path: &Path) -> Result<(MappedRegion, RingInfo), ShmError> {
+    let not_ready = |state| ShmError::NotReady {
+        path: path.to_path_buf(),
+        waited: Duration::ZERO,
+        state,
+    };
+    let region = match open_region(path, false)? {
+        None => return Err(not_ready("no file")),
+        Some(Err(_)) => return Err(not_ready("file exists but is not sized yet")),
+        Some(Ok(region)) => region,
+    };
+    match read_header(region.words()).map_err(|source| ShmError::Header {
+        path: path.to_path_buf(),
+        source,
+    })? {
+        HeaderState::Ready(info) => Ok((region, info)),
+        HeaderState::TooShortForHeader => Err(not_ready("file exists but is not sized yet")),
+        HeaderState::VersionNotWritten => Err(not_ready("header version not written yet")),
+    }
+}

@@ -1,0 +1,13 @@
+//! tickpipe: an embedded, lock-free stream-processing engine for co-located trading.
+//!
+//! This crate is the command-line tool and the embedding surface. The engine's parts live in
+//! their own crates and are re-exported here: [`shm`] (shared-memory rings and pages),
+//! [`pipeline`] (stages, runners, threading modes) and [`models`] (regime, scoring and
+//! forecasting models).
+
+pub use tickpipe_models as models;
+pub use tickpipe_pipeline as pipeline;
+pub use tickpipe_shm as shm;
+
+pub mod synth;
+pub mod uring;

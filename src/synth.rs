@@ -1,0 +1,1 @@
+//! Seeded synthetic MBO capture generator.

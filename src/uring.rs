@@ -1,0 +1,1 @@
+//! File sink that writes through io_uring where the kernel allows it.
