@@ -9,5 +9,10 @@ pub use tickpipe_models as models;
 pub use tickpipe_pipeline as pipeline;
 pub use tickpipe_shm as shm;
 
+pub mod capture;
+pub mod record;
+pub mod replay;
+pub mod ringstat;
+pub mod shutdown;
 pub mod synth;
 pub mod uring;

@@ -1,1 +1,291 @@
-fn main() {}
+//! The `tickpipe` command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use tickpipe::record::{EndReason, RecordOptions};
+use tickpipe::replay::{ReplayOptions, Speed};
+use tickpipe::shm::StartAt;
+use tickpipe::shm::mapped::CreateOptions;
+use tickpipe::synth::SynthConfig;
+
+/// Exit status when records were lost.
+const EXIT_DATA_LOSS: u8 = 3;
+/// Exit status when the ring's writer died mid-stream.
+const EXIT_WRITER_DEAD: u8 = 4;
+/// Exit status when interrupted by a signal before the work was done.
+const EXIT_INTERRUPTED: u8 = 130;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tickpipe",
+    version,
+    about = "Lock-free stream processing for co-located trading"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Publish captured DBN records into a shared-memory ring.
+    Replay {
+        /// DBN captures (.dbn, .dbn.zst, or metadata-less *.frag*), replayed in order as one stream.
+        #[arg(required = true)]
+        captures: Vec<PathBuf>,
+        /// Ring file to create (normally under /dev/shm).
+        #[arg(long)]
+        ring: PathBuf,
+        /// 1 = as captured, N = N times faster, max = no pacing.
+        #[arg(long, default_value = "max")]
+        speed: Speed,
+        /// Replay the captures this many times.
+        #[arg(long = "loop", default_value_t = 1)]
+        loops: u64,
+        /// Shorten gaps between records longer than this (e.g. 1s, 250ms).
+        #[arg(long, value_parser = parse_duration)]
+        max_gap: Option<Duration>,
+        /// Ring data area in bytes (power of two; K/M/G suffixes).
+        #[arg(long, default_value = "64M", value_parser = parse_size)]
+        capacity: usize,
+        /// Group allowed to read the ring (mode 0640); default mode 0600.
+        #[arg(long)]
+        group: Option<String>,
+        /// No progress line.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Drain a market-data ring into a DBN file.
+    Record {
+        /// Ring file to read.
+        #[arg(long)]
+        ring: PathBuf,
+        /// Output file (.dbn or .dbn.zst).
+        #[arg(long)]
+        out: PathBuf,
+        /// Seconds to wait for the ring to appear.
+        #[arg(long, default_value_t = 10.0)]
+        wait: f64,
+        /// Record only records published after attaching (default: from the oldest still held).
+        #[arg(long)]
+        from_tail: bool,
+        /// Consider the writer dead when its heartbeat is older than this and its process is gone.
+        #[arg(long, default_value = "2s", value_parser = parse_duration)]
+        stale_after: Duration,
+        /// Write with std I/O even where io_uring is available.
+        #[arg(long)]
+        no_uring: bool,
+        /// Exit 0 even if records were lost to laps.
+        #[arg(long)]
+        allow_loss: bool,
+    },
+    /// Inspect rings.
+    Ring {
+        #[command(subcommand)]
+        command: RingCommand,
+    },
+    /// Write a seeded synthetic MBO capture.
+    Gen {
+        /// PRNG seed: the same seed gives the same file.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Number of MBO records.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Number of instruments.
+        #[arg(long, default_value_t = 4)]
+        instruments: u32,
+        /// Output file (.dbn or .dbn.zst).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RingCommand {
+    /// Print a ring's header, positions, readers and writer heartbeat.
+    Stat {
+        /// Ring file.
+        path: PathBuf,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s
+        .find(|c: char| c.is_ascii_alphabetic())
+        .map_or((s, "s"), |i| s.split_at(i));
+    let value: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad duration {s:?} (e.g. 2s, 250ms, 10us)"))?;
+    let scale = match unit {
+        "ns" => 1e-9,
+        "us" => 1e-6,
+        "ms" => 1e-3,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => {
+            return Err(format!(
+                "bad duration unit {unit:?} in {s:?} (ns, us, ms, s, m, h)"
+            ));
+        }
+    };
+    if !value.is_finite() || value < 0.0 {
+        return Err(format!("duration must be non-negative, got {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(value * scale))
+}
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    let (num, mult) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1usize << 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("bad size {s:?} (e.g. 4096, 64M, 1G)"))
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Replay {
+            captures,
+            ring,
+            speed,
+            loops,
+            max_gap,
+            capacity,
+            group,
+            quiet,
+        } => {
+            let stop = tickpipe::shutdown::on_signal()?;
+            let opts = ReplayOptions {
+                captures,
+                ring,
+                speed,
+                loops,
+                max_gap,
+                ring_options: CreateOptions {
+                    capacity,
+                    group,
+                    max_payload: tickpipe::capture::MAX_DBN_RECORD,
+                    ..CreateOptions::default()
+                },
+                progress: !quiet,
+            };
+            let summary = tickpipe::replay::run(&opts, &stop)?;
+            summary.print(&mut std::io::stdout().lock(), &opts)?;
+            Ok(if summary.interrupted {
+                ExitCode::from(EXIT_INTERRUPTED)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Record {
+            ring,
+            out,
+            wait,
+            from_tail,
+            stale_after,
+            no_uring,
+            allow_loss,
+        } => {
+            let stop = tickpipe::shutdown::on_signal()?;
+            if !(wait.is_finite() && wait >= 0.0) {
+                anyhow::bail!("--wait must be a non-negative number of seconds");
+            }
+            let opts = RecordOptions {
+                ring,
+                out,
+                wait: Duration::from_secs_f64(wait),
+                start: if from_tail {
+                    StartAt::Tail
+                } else {
+                    StartAt::Oldest
+                },
+                stale_after,
+                prefer_uring: !no_uring,
+            };
+            let s = tickpipe::record::run(&opts, &stop)?;
+            let end = match s.end {
+                EndReason::WriterFinished => "writer finished".to_string(),
+                EndReason::Signal => "stopped by signal".to_string(),
+                EndReason::WriterDead { heartbeat_age_ms } => {
+                    format!("writer died (heartbeat {heartbeat_age_ms} ms old, process gone)")
+                }
+            };
+            let backend = match &s.backend.1 {
+                Some(why) => format!("{} (io_uring unavailable: {why})", s.backend.0),
+                None => s.backend.0.to_string(),
+            };
+            println!(
+                "record: {} records ({} bytes) to {} in {:.3} s via {backend}; missed {} in {} laps; {end}",
+                s.records,
+                s.bytes,
+                opts.out.display(),
+                s.elapsed.as_secs_f64(),
+                s.missed,
+                s.laps
+            );
+            if s.missed > 0 && !allow_loss {
+                eprintln!(
+                    "tickpipe record: error: {} records were lost (lapped by the writer); the file has gaps",
+                    s.missed
+                );
+                return Ok(ExitCode::from(EXIT_DATA_LOSS));
+            }
+            if matches!(s.end, EndReason::WriterDead { .. }) {
+                eprintln!(
+                    "tickpipe record: error: {end}; the recording ends where the writer stopped"
+                );
+                return Ok(ExitCode::from(EXIT_WRITER_DEAD));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ring {
+            command: RingCommand::Stat { path },
+        } => {
+            print!("{}", tickpipe::ringstat::report(&path)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Gen {
+            seed,
+            events,
+            instruments,
+            out,
+        } => {
+            let cfg = SynthConfig {
+                seed,
+                events,
+                instruments,
+                ..SynthConfig::default()
+            };
+            let stats = tickpipe::synth::write_capture(&cfg, &out)?;
+            println!(
+                "gen: {} records to {} ({stats:?})",
+                stats.records,
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tickpipe: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -124,11 +124,11 @@ pub(crate) const fn unpack_word0(word: u64) -> (usize, u16) {
 
 // The diagram above is the contract; these keep the code honest to it.
 const _: () = assert!(OFF_WRITER_START_NS + 8 <= LINE);
-const _: () = assert!(OFF_TAIL_INTENT % LINE == 0 && OFF_NEXT_SEQ + 8 <= 2 * LINE);
-const _: () = assert!(OFF_HEARTBEAT_NS % LINE == 0 && OFF_WRITER_STATE + 8 <= 3 * LINE);
-const _: () = assert!(SLOTS_OFFSET % LINE == 0 && SLOT_ATTACH_NS + 8 <= LINE);
+const _: () = assert!(OFF_TAIL_INTENT.is_multiple_of(LINE) && OFF_NEXT_SEQ + 8 <= 2 * LINE);
+const _: () = assert!(OFF_HEARTBEAT_NS.is_multiple_of(LINE) && OFF_WRITER_STATE + 8 <= 3 * LINE);
+const _: () = assert!(SLOTS_OFFSET.is_multiple_of(LINE) && SLOT_ATTACH_NS + 8 <= LINE);
 const _: () = assert!(READER_SLOTS == 28);
 const _: () = assert!(SLOTS_OFFSET + READER_SLOTS * LINE == HEADER_LEN);
-const _: () = assert!(FRAME_HEADER_LEN % 8 == 0);
+const _: () = assert!(FRAME_HEADER_LEN.is_multiple_of(8));
 const _: () = assert!(frame_len(56) == 80, "an MBO record takes 80 bytes of ring");
 const _: () = assert!(MIN_CAPACITY.is_power_of_two() && MIN_CAPACITY >= 2 * frame_len(8));

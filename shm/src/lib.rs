@@ -17,6 +17,8 @@ pub mod ring;
 #[cfg(not(loom))]
 pub mod sigbus;
 pub mod sync;
+#[cfg(not(loom))]
+pub mod uring;
 
 pub use ring::{
     FrameInfo, HeapRegion, ReadError, Region, RingGeometry, RingReader, RingWriter, StartAt,

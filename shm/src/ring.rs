@@ -908,7 +908,9 @@ impl<R: Region> RingReader<R> {
             // Acquire pairs with the writer's Release store of `latest`: the frame it names is
             // fully written.
             let latest = load(words, OFF_LATEST, Ordering::Acquire);
-            if latest % 8 != 0 || (latest & self.mask) + FRAME_HEADER_LEN as u64 > self.capacity {
+            if !latest.is_multiple_of(8)
+                || (latest & self.mask) + FRAME_HEADER_LEN as u64 > self.capacity
+            {
                 return ReadError::Corrupt("newest-frame position out of bounds");
             }
             let base = self.data_start + w((latest & self.mask) as usize);
@@ -996,7 +998,6 @@ impl<R: Region> Drop for RingReader<R> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use std::collections::VecDeque;
     use std::sync::Arc;
 
     fn ring(

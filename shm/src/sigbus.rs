@@ -86,9 +86,11 @@ pub fn register(start: usize, len: usize, path: &Path) -> Registration {
 }
 
 extern "C" fn on_sigbus(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
-    // SAFETY: the kernel passes a valid siginfo_t for a handler installed with SA_SIGINFO, and
-    // for SIGBUS `si_addr` is the faulting address.
-    let addr = unsafe { (*info).si_addr() } as usize;
+    // SAFETY: the kernel passes a valid, aligned siginfo_t for a handler installed with
+    // SA_SIGINFO, live for the duration of the handler.
+    let info = unsafe { &*info };
+    // SAFETY: for SIGBUS the kernel fills the fault-address union member that si_addr reads.
+    let addr = unsafe { info.si_addr() } as usize;
     for range in &RANGES {
         // Acquire pairs with the Release store of `len` in `register`.
         let len = range.len.load(Ordering::Acquire);

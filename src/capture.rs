@@ -1,0 +1,355 @@
+//! Reading captured DBN files: plain or zstd, any DBN version from 1 to 3, and metadata-less
+//! fragments (`*.frag*`), records handed out byte for byte as the file holds them.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use dbn::decode::DbnMetadata;
+use dbn::decode::DynReader;
+use dbn::decode::dbn::{Decoder, RecordDecoder};
+use dbn::{Metadata, Record, RecordRef, SType, VersionUpgradePolicy};
+
+/// The longest DBN record: the header's length byte counts 4-byte words.
+pub const MAX_DBN_RECORD: usize = 255 * 4;
+
+/// Errors reading a capture, each naming the file.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// The file could not be opened or read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not DBN, or its contents are invalid.
+    #[error("{path}: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Counts the decompressed bytes the decoder pulls, so a partial trailing record (which the
+/// decoder silently treats as the end) shows up as bytes read but never decoded.
+struct Counting<R> {
+    inner: R,
+    count: u64,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+type Reader = BufReader<Counting<DynReader<'static, BufReader<File>>>>;
+
+enum Dec {
+    Dbn(Box<Decoder<Reader>>),
+    Fragment(Box<RecordDecoder<Reader>>),
+}
+
+impl Dec {
+    fn decode_ref(&mut self) -> dbn::Result<Option<RecordRef<'_>>> {
+        match self {
+            Dec::Dbn(d) => d.decode_ref(),
+            Dec::Fragment(d) => d.decode_ref(),
+        }
+    }
+
+    fn reader(&self) -> &Reader {
+        match self {
+            Dec::Dbn(d) => d.get_ref(),
+            Dec::Fragment(d) => d.get_ref(),
+        }
+    }
+}
+
+/// An open capture.
+pub struct Capture {
+    path: PathBuf,
+    metadata: Option<Metadata>,
+    decoder: Dec,
+    records: u64,
+    /// Metadata plus every record decoded so far, in bytes.
+    decoded_bytes: u64,
+}
+
+impl std::fmt::Debug for Capture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Capture")
+            .field("path", &self.path)
+            .field("records", &self.records)
+            .finish()
+    }
+}
+
+fn invalid(path: &Path, reason: impl Into<String>) -> CaptureError {
+    CaptureError::Invalid {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+/// The DBN version a fragment's name declares (`*.v1.dbn.frag`), else the current version.
+fn fragment_version(path: &Path) -> u8 {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    (1..=dbn::DBN_VERSION)
+        .find(|v| name.contains(&format!(".v{v}.")))
+        .unwrap_or(dbn::DBN_VERSION)
+}
+
+impl Capture {
+    /// Opens a capture. Compression is detected from the content; a file without the DBN
+    /// prefix is accepted only when its name marks it as a fragment (`.frag`).
+    ///
+    /// # Errors
+    /// A missing or unreadable file, an empty file, a file that is not DBN, a DBN version newer
+    /// than this build reads, or corrupt metadata.
+    pub fn open(path: &Path) -> Result<Self, CaptureError> {
+        let io = |source| CaptureError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = File::open(path).map_err(io)?;
+        let inner = DynReader::inferred_with_buffer(BufReader::new(file))
+            .map_err(|e| invalid(path, format!("cannot read: {e}")))?;
+        let mut reader = BufReader::with_capacity(1 << 16, Counting { inner, count: 0 });
+        let head = reader.fill_buf().map_err(io)?;
+        if head.is_empty() {
+            return Err(invalid(path, "empty file"));
+        }
+        let meta_len = if head.starts_with(b"DBN") && head.len() >= 8 {
+            8 + u64::from(u32::from_le_bytes([head[4], head[5], head[6], head[7]]))
+        } else {
+            0
+        };
+        let (metadata, decoder) = if head.starts_with(b"DBN") {
+            let decoder = Decoder::with_upgrade_policy(reader, VersionUpgradePolicy::AsIs)
+                .map_err(|e| invalid(path, format!("bad DBN metadata: {e}")))?;
+            (
+                Some(decoder.metadata().clone()),
+                Dec::Dbn(Box::new(decoder)),
+            )
+        } else if path.to_string_lossy().contains(".frag") {
+            let version = fragment_version(path);
+            let decoder =
+                RecordDecoder::with_version(reader, version, VersionUpgradePolicy::AsIs, false)
+                    .map_err(|e| invalid(path, e.to_string()))?;
+            (None, Dec::Fragment(Box::new(decoder)))
+        } else {
+            return Err(invalid(
+                path,
+                "not a DBN file: it does not start with \"DBN\" (metadata-less fragments must be named *.frag*)",
+            ));
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            metadata,
+            decoder,
+            records: 0,
+            decoded_bytes: meta_len,
+        })
+    }
+
+    /// The capture's metadata; `None` for a fragment.
+    pub fn metadata(&self) -> Option<&Metadata> {
+        self.metadata.as_ref()
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Records decoded so far.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Hands every remaining record, exactly as stored, to `f` until it breaks or the file ends.
+    ///
+    /// # Errors
+    /// A truncated or corrupt record, or a record type this build does not know.
+    pub fn visit(
+        &mut self,
+        mut f: impl FnMut(RecordRef<'_>) -> ControlFlow<()>,
+    ) -> Result<ControlFlow<()>, CaptureError> {
+        loop {
+            let rec = match self.decoder.decode_ref() {
+                Ok(Some(rec)) => rec,
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(invalid(
+                        &self.path,
+                        format!("record {}: {e}", self.records + 1),
+                    ));
+                }
+            };
+            if rec.rtype().is_err() {
+                let reason = format!(
+                    "record {}: unknown record type {:#04x}",
+                    self.records + 1,
+                    rec.header().rtype
+                );
+                return Err(invalid(&self.path, reason));
+            }
+            self.records += 1;
+            self.decoded_bytes += rec.record_size() as u64;
+            if f(rec).is_break() {
+                return Ok(ControlFlow::Break(()));
+            }
+        }
+        // The decoder treats a partial trailing record as the end; a capture that stops
+        // mid-record is truncated, and saying so is the point.
+        let reader = self.decoder.reader();
+        let pulled = reader.get_ref().count - reader.buffer().len() as u64;
+        if pulled != self.decoded_bytes {
+            return Err(invalid(
+                &self.path,
+                format!(
+                    "truncated after {} records (a partial record follows)",
+                    self.records
+                ),
+            ));
+        }
+        Ok(ControlFlow::Continue(()))
+    }
+}
+
+/// Metadata describing the concatenation of `captures` (in order), for the ring's metadata area
+/// and for files recorded from it.
+///
+/// # Errors
+/// Captures of different DBN versions or incompatible metadata (dataset, schema, symbology).
+pub fn stream_metadata(captures: &[Capture]) -> Result<Metadata, CaptureError> {
+    let mut with_meta = captures
+        .iter()
+        .filter_map(|c| c.metadata().map(|m| (c.path(), m)));
+    let Some((first_path, first)) = with_meta.next() else {
+        // Only fragments: describe them as well as we can.
+        let version = captures
+            .first()
+            .map_or(dbn::DBN_VERSION, |c| fragment_version(c.path()));
+        return Ok(Metadata::builder()
+            .version(version)
+            .dataset(String::new())
+            .schema(None)
+            .start(0)
+            .stype_in(None)
+            .stype_out(SType::InstrumentId)
+            .build());
+    };
+    let mut rest = Vec::new();
+    for (path, meta) in with_meta {
+        if meta.version != first.version {
+            return Err(invalid(
+                path,
+                format!(
+                    "DBN version {} differs from version {} of {}; replay them separately",
+                    meta.version,
+                    first.version,
+                    first_path.display()
+                ),
+            ));
+        }
+        rest.push(meta.clone());
+    }
+    first
+        .clone()
+        .merge(rest)
+        .map_err(|e| invalid(first_path, format!("cannot merge metadata: {e}")))
+}
+
+/// Encodes metadata as DBN bytes.
+///
+/// # Errors
+/// Metadata the encoder refuses (e.g. an unsupported version).
+pub fn encode_metadata(metadata: &Metadata) -> Result<Vec<u8>, dbn::Error> {
+    let mut out = Vec::new();
+    dbn::encode::dbn::MetadataEncoder::new(&mut out).encode(metadata)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(path: &Path) -> Result<u64, CaptureError> {
+        let mut capture = Capture::open(path)?;
+        let mut n = 0;
+        let flow = capture.visit(|_| {
+            n += 1;
+            ControlFlow::Continue(())
+        })?;
+        assert!(flow.is_continue());
+        Ok(n)
+    }
+
+    /// A synthetic capture of three one-word-aligned records, cut at every length: only whole
+    /// records pass, everything else is an error naming the truncation.
+    #[test]
+    fn truncation_is_an_error_at_every_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let full = dir.path().join("full.dbn");
+        let cfg = crate::synth::SynthConfig {
+            events: 3,
+            instruments: 1,
+            ..Default::default()
+        };
+        crate::synth::write_capture(&cfg, &full).unwrap();
+        let bytes = std::fs::read(&full).unwrap();
+        assert_eq!(count(&full).unwrap(), 3);
+        let meta_len = 8 + u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
+        for cut in meta_len..bytes.len() {
+            let p = dir.path().join("cut.dbn");
+            std::fs::write(&p, &bytes[..cut]).unwrap();
+            let whole = (cut - meta_len).is_multiple_of(56);
+            match count(&p) {
+                Ok(n) => assert!(
+                    whole && n == ((cut - meta_len) / 56) as u64,
+                    "cut {cut} passed with {n}"
+                ),
+                Err(e) => assert!(
+                    !whole && e.to_string().contains("truncated"),
+                    "cut {cut}: {e}"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn non_dbn_and_empty_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = dir.path().join("notes.dbn");
+        std::fs::write(&text, "hello, this is not market data").unwrap();
+        assert!(
+            count(&text)
+                .unwrap_err()
+                .to_string()
+                .contains("not a DBN file")
+        );
+        let empty = dir.path().join("empty.dbn");
+        std::fs::write(&empty, "").unwrap();
+        assert!(
+            count(&empty)
+                .unwrap_err()
+                .to_string()
+                .contains("empty file")
+        );
+        let missing = dir.path().join("missing.dbn");
+        assert!(matches!(count(&missing), Err(CaptureError::Io { .. })));
+    }
+}

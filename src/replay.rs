@@ -1,0 +1,305 @@
+//! `tickpipe replay`: publishes captured DBN records into a shared-memory ring, paced by their
+//! receive timestamps or as fast as possible.
+//!
+//! Pacing busy-waits on the TSC (quanta) rather than sleeping: a sleep wakes tens of
+//! microseconds late, a spin wakes within nanoseconds. Each record's schedule is
+//! `(ts_recv - first ts_recv) / speed` after the start; the pacing error is the time from that
+//! instant to the publish, recorded in an HDR histogram. Gaps longer than `max_gap` are shortened
+//! to it (a replay of a day need not sit through the night). Records whose timestamp is undefined
+//! (`u64::MAX`) or earlier than their predecessor's are published right away.
+
+use std::io::{IsTerminal, Write};
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use dbn::Record;
+use hdrhistogram::Histogram;
+use tickpipe_shm::mapped::{self, CreateOptions, MappedRegion};
+use tickpipe_shm::{RingWriter, WriteError};
+
+use crate::capture::{self, Capture};
+
+/// Replay speed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Speed {
+    /// As fast as the writer can go.
+    Max,
+    /// A multiple of real time (1.0 = as captured).
+    Factor(f64),
+}
+
+impl std::str::FromStr for Speed {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.eq_ignore_ascii_case("max") {
+            return Ok(Speed::Max);
+        }
+        match s.trim_end_matches(['x', 'X']).parse::<f64>() {
+            Ok(f) if f.is_finite() && f > 0.0 => Ok(Speed::Factor(f)),
+            _ => Err(format!(
+                "speed must be a positive number (1, 10, 0.5) or \"max\", got {s:?}"
+            )),
+        }
+    }
+}
+
+/// What to replay and how.
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    /// Captures, replayed in order as one stream.
+    pub captures: Vec<PathBuf>,
+    /// The ring file to create.
+    pub ring: PathBuf,
+    /// Pacing.
+    pub speed: Speed,
+    /// How many times to replay the captures.
+    pub loops: u64,
+    /// Longest gap kept between records (schedule time); longer gaps are shortened to it.
+    pub max_gap: Option<Duration>,
+    /// Ring shape and permissions.
+    pub ring_options: CreateOptions,
+    /// Print a progress line on a terminal.
+    pub progress: bool,
+}
+
+/// What a replay did.
+#[derive(Debug)]
+pub struct ReplaySummary {
+    /// Records published.
+    pub records: u64,
+    /// Wall time from the first publish to the last.
+    pub elapsed: Duration,
+    /// Pacing error in ns (paced runs only).
+    pub pacing_error_ns: Option<Histogram<u64>>,
+    /// Stopped by a signal before the end.
+    pub interrupted: bool,
+}
+
+impl ReplaySummary {
+    /// Prints the summary block.
+    pub fn print(&self, out: &mut impl Write, opts: &ReplayOptions) -> std::io::Result<()> {
+        let secs = self.elapsed.as_secs_f64();
+        let rate = if secs > 0.0 {
+            self.records as f64 / secs
+        } else {
+            0.0
+        };
+        writeln!(
+            out,
+            "replay: {} records from {} capture(s) x{} into {} in {:.3} s ({:.0} records/s){}",
+            self.records,
+            opts.captures.len(),
+            opts.loops,
+            opts.ring.display(),
+            secs,
+            rate,
+            if self.interrupted {
+                " (interrupted)"
+            } else {
+                ""
+            }
+        )?;
+        match &self.pacing_error_ns {
+            Some(h) if !h.is_empty() => writeln!(
+                out,
+                "pacing error (publish - schedule): p50 {} ns  p99 {} ns  p99.9 {} ns  max {} ns  (n={})",
+                h.value_at_quantile(0.5),
+                h.value_at_quantile(0.99),
+                h.value_at_quantile(0.999),
+                h.max(),
+                h.len()
+            ),
+            _ => writeln!(out, "pacing: none (speed max)"),
+        }
+    }
+}
+
+const HEARTBEAT_EVERY_NS: u64 = 50_000_000;
+const PROGRESS_EVERY_NS: u64 = 250_000_000;
+
+struct Pacer {
+    clock: quanta::Clock,
+    start_ticks: u64,
+    speed: Option<f64>,
+    max_gap_ns: Option<u64>,
+    last_ts: Option<u64>,
+    schedule_ns: u64,
+    errors: Histogram<u64>,
+    last_heartbeat_ns: u64,
+    last_progress_ns: u64,
+}
+
+impl Pacer {
+    fn elapsed_ns(&self) -> u64 {
+        self.clock
+            .delta_as_nanos(self.start_ticks, self.clock.raw())
+    }
+
+    /// Advances the schedule to the record stamped `ts` and spins until it is due.
+    /// Returns the schedule instant, or `None` when the record goes out unpaced.
+    fn wait_for(
+        &mut self,
+        ts: u64,
+        writer: &RingWriter<MappedRegion>,
+        stop: &AtomicBool,
+    ) -> Option<u64> {
+        let speed = self.speed?;
+        if ts == dbn::UNDEF_TIMESTAMP {
+            return None;
+        }
+        if let Some(last) = self.last_ts {
+            let mut gap = ts.saturating_sub(last);
+            if let Some(max) = self.max_gap_ns {
+                gap = gap.min(max);
+            }
+            self.schedule_ns += (gap as f64 / speed) as u64;
+        }
+        self.last_ts = Some(self.last_ts.map_or(ts, |l| l.max(ts)));
+        let mut spins = 0u32;
+        loop {
+            let now = self.elapsed_ns();
+            if now >= self.schedule_ns {
+                return Some(self.schedule_ns);
+            }
+            spins = spins.wrapping_add(1);
+            if spins.is_multiple_of(4096) {
+                if stop.load(Ordering::Relaxed) {
+                    return None;
+                }
+                self.housekeeping(now, writer, None);
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    fn housekeeping(&mut self, now: u64, writer: &RingWriter<MappedRegion>, progress: Option<u64>) {
+        if now - self.last_heartbeat_ns >= HEARTBEAT_EVERY_NS {
+            writer.heartbeat(mapped::unix_now_ns());
+            self.last_heartbeat_ns = now;
+        }
+        if let Some(records) = progress
+            && now - self.last_progress_ns >= PROGRESS_EVERY_NS
+        {
+            self.last_progress_ns = now;
+            let secs = now as f64 / 1e9;
+            let lag_us = now.saturating_sub(self.schedule_ns) as f64 / 1e3;
+            eprint!(
+                "\r{records} records  {:.0} records/s  lag {}  ",
+                records as f64 / secs.max(1e-9),
+                if self.speed.is_some() {
+                    format!("{lag_us:.1} us")
+                } else {
+                    "-".into()
+                }
+            );
+        }
+    }
+}
+
+/// Runs a replay until the captures are exhausted or `stop` is set.
+///
+/// # Errors
+/// An unreadable or invalid capture, captures that cannot form one stream, a ring that cannot be
+/// created, or a record larger than the ring's `max_payload`.
+pub fn run(opts: &ReplayOptions, stop: &Arc<AtomicBool>) -> Result<ReplaySummary> {
+    if opts.captures.is_empty() {
+        bail!("no capture given");
+    }
+    if opts.loops == 0 {
+        bail!("--loop must be at least 1");
+    }
+    // Open every capture up front: a bad file fails before the ring exists.
+    let captures = opts
+        .captures
+        .iter()
+        .map(|p| Capture::open(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let metadata = capture::stream_metadata(&captures)?;
+    let meta = capture::encode_metadata(&metadata).context("encoding the stream's DBN metadata")?;
+    let mut writer = mapped::create(&opts.ring, &opts.ring_options, &meta)
+        .with_context(|| format!("creating ring {}", opts.ring.display()))?;
+
+    let clock = quanta::Clock::new();
+    let mut pacer = Pacer {
+        start_ticks: clock.raw(),
+        clock,
+        speed: match opts.speed {
+            Speed::Max => None,
+            Speed::Factor(f) => Some(f),
+        },
+        max_gap_ns: opts.max_gap.map(|d| d.as_nanos() as u64),
+        last_ts: None,
+        schedule_ns: 0,
+        errors: Histogram::new_with_bounds(1, 3_600_000_000_000, 3).context("pacing histogram")?,
+        last_heartbeat_ns: 0,
+        last_progress_ns: 0,
+    };
+    let show_progress = opts.progress && std::io::stderr().is_terminal();
+    let mut records = 0u64;
+    let mut failure: Option<anyhow::Error> = None;
+    let mut interrupted = false;
+    let mut first = Some(captures);
+    'outer: for _ in 0..opts.loops {
+        let captures = match first.take() {
+            Some(c) => c,
+            None => opts
+                .captures
+                .iter()
+                .map(|p| Capture::open(p))
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        for mut capture in captures {
+            let path = capture.path().to_path_buf();
+            let flow = capture.visit(|rec| {
+                let scheduled = pacer.wait_for(rec.raw_index_ts(), &writer, stop);
+                if stop.load(Ordering::Relaxed) {
+                    interrupted = true;
+                    return ControlFlow::Break(());
+                }
+                if let Err(WriteError::TooLarge { len, max }) =
+                    writer.publish(rec.as_ref(), pacer.clock.raw())
+                {
+                    failure = Some(anyhow::anyhow!(
+                        "{}: record {} of {len} bytes exceeds the ring's max payload of {max}",
+                        path.display(),
+                        records + 1
+                    ));
+                    return ControlFlow::Break(());
+                }
+                records += 1;
+                if let Some(due) = scheduled {
+                    let _ = pacer
+                        .errors
+                        .record(pacer.elapsed_ns().saturating_sub(due).max(1));
+                }
+                if records.is_multiple_of(1024) {
+                    let now = pacer.elapsed_ns();
+                    pacer.housekeeping(now, &writer, show_progress.then_some(records));
+                }
+                ControlFlow::Continue(())
+            })?;
+            if let Some(e) = failure.take() {
+                return Err(e);
+            }
+            if flow.is_break() {
+                break 'outer;
+            }
+        }
+    }
+    let elapsed = Duration::from_nanos(pacer.elapsed_ns());
+    writer.heartbeat(mapped::unix_now_ns());
+    writer.finish();
+    if show_progress {
+        eprintln!();
+    }
+    Ok(ReplaySummary {
+        records,
+        elapsed,
+        pacing_error_ns: pacer.speed.map(|_| pacer.errors),
+        interrupted,
+    })
+}
