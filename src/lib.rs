@@ -10,6 +10,7 @@ pub use tickpipe_pipeline as pipeline;
 pub use tickpipe_shm as shm;
 
 pub mod capture;
+pub mod demo;
 pub mod record;
 pub mod replay;
 pub mod ringstat;

@@ -83,6 +83,19 @@ enum Command {
         #[arg(long)]
         allow_loss: bool,
     },
+    /// The quick-start job: generate a capture, replay it through a ring into a separate
+    /// recorder process, and check the recording is identical.
+    Demo {
+        /// Working folder (capture cache, recording).
+        #[arg(long, default_value = "target/tickpipe-demo")]
+        dir: PathBuf,
+        /// Generated events.
+        #[arg(long, default_value_t = 2_000_000)]
+        events: u64,
+        /// Replay speed (1, N, max).
+        #[arg(long, default_value = "max")]
+        speed: Speed,
+    },
     /// Inspect rings.
     Ring {
         #[command(subcommand)]
@@ -254,6 +267,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             command: RingCommand::Stat { path },
         } => {
             print!("{}", tickpipe::ringstat::report(&path)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { dir, events, speed } => {
+            let stop = tickpipe::shutdown::on_signal()?;
+            tickpipe::demo::run(&tickpipe::demo::DemoOptions { dir, events, speed }, &stop)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Gen {

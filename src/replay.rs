@@ -4,7 +4,10 @@
 //! Pacing busy-waits on the TSC (quanta) rather than sleeping: a sleep wakes tens of
 //! microseconds late, a spin wakes within nanoseconds. Each record's schedule is
 //! `(ts_recv - first ts_recv) / speed` after the start; the pacing error is the time from that
-//! instant to the publish, recorded in an HDR histogram. Gaps longer than `max_gap` are shortened
+//! instant to the publish, recorded in an HDR histogram for every record the pacer had to wait
+//! for. Records already due when reached (a burst sharing one timestamp, such as a book
+//! snapshot) cannot be early or on time; their lag is reported apart, as it measures the
+//! writer's throughput, not the pacing. Gaps longer than `max_gap` are shortened
 //! to it (a replay of a day need not sit through the night). Records whose timestamp is undefined
 //! (`u64::MAX`) or earlier than their predecessor's are published right away.
 
@@ -73,8 +76,17 @@ pub struct ReplaySummary {
     pub records: u64,
     /// Wall time from the first publish to the last.
     pub elapsed: Duration,
-    /// Pacing error in ns (paced runs only).
+    /// Pacing error in ns of the records the pacer waited for: publish instant minus schedule,
+    /// the precision of the spin-wait (paced runs only).
     pub pacing_error_ns: Option<Histogram<u64>>,
+    /// Lag in ns of the records that were already due when reached (bursts of records with the
+    /// same timestamp go out back to back, as fast as the writer can publish).
+    pub burst_lag_ns: Option<Histogram<u64>>,
+    /// The host's noise floor seen from inside the pacing spin: gaps of over 1 µs between two
+    /// consecutive clock reads (the thread was interrupted or descheduled), and their total.
+    pub spin_interruptions: (u64, Duration),
+    /// Total time spent spinning for the schedule.
+    pub spin_time: Duration,
     /// Stopped by a signal before the end.
     pub interrupted: bool,
 }
@@ -103,16 +115,40 @@ impl ReplaySummary {
                 ""
             }
         )?;
-        match &self.pacing_error_ns {
-            Some(h) if !h.is_empty() => writeln!(
-                out,
-                "pacing error (publish - schedule): p50 {} ns  p99 {} ns  p99.9 {} ns  max {} ns  (n={})",
+        let line = |h: &Histogram<u64>| {
+            format!(
+                "p50 {} ns  p99 {} ns  p99.9 {} ns  max {} ns  (n={})",
                 h.value_at_quantile(0.5),
                 h.value_at_quantile(0.99),
                 h.value_at_quantile(0.999),
                 h.max(),
                 h.len()
-            ),
+            )
+        };
+        match (&self.pacing_error_ns, &self.burst_lag_ns) {
+            (Some(error), Some(lag)) => {
+                writeln!(
+                    out,
+                    "pacing error (publish - schedule, records waited for): {}",
+                    line(error)
+                )?;
+                writeln!(
+                    out,
+                    "burst lag (records already due when reached): {}",
+                    line(lag)
+                )?;
+                let (count, lost) = self.spin_interruptions;
+                let spin = self.spin_time.as_secs_f64();
+                writeln!(
+                    out,
+                    "host noise while spinning: {count} interruptions > 1 us, {:.3}% of {spin:.3} s spin time lost",
+                    if spin > 0.0 {
+                        100.0 * lost.as_secs_f64() / spin
+                    } else {
+                        0.0
+                    }
+                )
+            }
             _ => writeln!(out, "pacing: none (speed max)"),
         }
     }
@@ -129,6 +165,10 @@ struct Pacer {
     last_ts: Option<u64>,
     schedule_ns: u64,
     errors: Histogram<u64>,
+    lag: Histogram<u64>,
+    interruptions: u64,
+    interrupted_ns: u64,
+    spin_ns: u64,
     last_heartbeat_ns: u64,
     last_progress_ns: u64,
 }
@@ -159,15 +199,31 @@ impl Pacer {
             self.schedule_ns += (gap as f64 / speed) as u64;
         }
         self.last_ts = Some(self.last_ts.map_or(ts, |l| l.max(ts)));
+        let now = self.elapsed_ns();
+        if now >= self.schedule_ns {
+            let _ = self.lag.record((now - self.schedule_ns).max(1));
+            return None;
+        }
+        let first = now;
         let mut spins = 0u32;
+        let mut prev = now;
         loop {
             let now = self.elapsed_ns();
+            // A long gap between two reads of a spinning loop is time the host took away.
+            let gap = now - prev;
+            if gap > 1_000 {
+                self.interruptions += 1;
+                self.interrupted_ns += gap;
+            }
+            prev = now;
             if now >= self.schedule_ns {
+                self.spin_ns += now - first;
                 return Some(self.schedule_ns);
             }
             spins = spins.wrapping_add(1);
             if spins.is_multiple_of(4096) {
                 if stop.load(Ordering::Relaxed) {
+                    self.spin_ns += now - first;
                     return None;
                 }
                 self.housekeeping(now, writer, None);
@@ -235,6 +291,10 @@ pub fn run(opts: &ReplayOptions, stop: &Arc<AtomicBool>) -> Result<ReplaySummary
         last_ts: None,
         schedule_ns: 0,
         errors: Histogram::new_with_bounds(1, 3_600_000_000_000, 3).context("pacing histogram")?,
+        lag: Histogram::new_with_bounds(1, 3_600_000_000_000, 3).context("lag histogram")?,
+        interruptions: 0,
+        interrupted_ns: 0,
+        spin_ns: 0,
         last_heartbeat_ns: 0,
         last_progress_ns: 0,
     };
@@ -300,6 +360,12 @@ pub fn run(opts: &ReplayOptions, stop: &Arc<AtomicBool>) -> Result<ReplaySummary
         records,
         elapsed,
         pacing_error_ns: pacer.speed.map(|_| pacer.errors),
+        burst_lag_ns: pacer.speed.map(|_| pacer.lag),
+        spin_interruptions: (
+            pacer.interruptions,
+            Duration::from_nanos(pacer.interrupted_ns),
+        ),
+        spin_time: Duration::from_nanos(pacer.spin_ns),
         interrupted,
     })
 }
