@@ -62,7 +62,7 @@ fn ring_cross(iters: u64) -> Duration {
             match reader.try_read(&mut buf) {
                 Ok(_) => {
                     n += 1;
-                    if n % 64 == 0 {
+                    if n.is_multiple_of(64) {
                         c2.store(n, Ordering::Release);
                     }
                 }
