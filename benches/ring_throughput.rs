@@ -5,7 +5,8 @@
 //! - `cross_thread`: a writer thread streams records to a reader on another core. The ring never
 //!   waits for readers, so the writer here checks the reader's published progress and stays at
 //!   most half a ring ahead (as a feed handler's rate would); rtrb gets its natural
-//!   back-pressure. Throughput is records delivered per second.
+//!   back-pressure. Throughput is records delivered per second. The ring is read frame by frame
+//!   (`try_read`) and in batches (`read_batch`: one validation per batch).
 
 mod common;
 
@@ -46,7 +47,7 @@ fn same_thread(c: &mut Criterion) {
     group.finish();
 }
 
-fn ring_cross(iters: u64) -> Duration {
+fn ring_cross(iters: u64, batch: bool) -> Duration {
     let mut r = ring(1 << 20);
     let window = (1u64 << 20) / 2 / 80;
     let consumed = Arc::new(AtomicU64::new(0));
@@ -57,12 +58,21 @@ fn ring_cross(iters: u64) -> Duration {
         pin(1);
         ready2.store(true, Ordering::Release);
         let mut buf = [0u8; 1024];
+        let mut scratch = vec![0u8; 64 << 10];
         let mut n = 0u64;
         while n < iters {
-            match reader.try_read(&mut buf) {
-                Ok(_) => {
-                    n += 1;
-                    if n.is_multiple_of(64) {
+            let got = if batch {
+                reader.read_batch(&mut scratch, 256, |_, p| {
+                    std::hint::black_box(p);
+                })
+            } else {
+                reader.try_read(&mut buf).map(|_| 1)
+            };
+            match got {
+                Ok(k) => {
+                    let before = n;
+                    n += k as u64;
+                    if n / 64 != before / 64 {
                         c2.store(n, Ordering::Release);
                     }
                 }
@@ -129,7 +139,10 @@ fn cross_thread(c: &mut Criterion) {
     let mut group = c.benchmark_group("cross_thread_mbo");
     group.throughput(Throughput::Elements(1));
     group.sample_size(10);
-    group.bench_function("tickpipe_ring", |b| b.iter_custom(ring_cross));
+    group.bench_function("tickpipe_ring", |b| b.iter_custom(|n| ring_cross(n, false)));
+    group.bench_function("tickpipe_ring_batch", |b| {
+        b.iter_custom(|n| ring_cross(n, true))
+    });
     group.bench_function("rtrb", |b| b.iter_custom(rtrb_cross));
     group.finish();
 }

@@ -17,7 +17,6 @@ use tickpipe_shm::mapped::{self, AttachOptions};
 use tickpipe_shm::ring::{WriterState, content};
 use tickpipe_shm::{ReadError, StartAt};
 
-use crate::capture::MAX_DBN_RECORD;
 use crate::uring::{Backend, FileSink};
 
 /// What to record and how.
@@ -134,29 +133,39 @@ pub fn run(opts: &RecordOptions, stop: &Arc<AtomicBool>) -> Result<RecordSummary
     out.write_all(&meta)
         .with_context(|| format!("writing {}", opts.out.display()))?;
 
-    let mut buf = vec![0u8; MAX_DBN_RECORD];
+    // Drained in batches: one validation per batch, and a batch of small records is written
+    // to the file as they come.
+    let mut scratch = vec![0u8; 256 << 10];
     let (mut records, mut bytes) = (0u64, 0u64);
     let mut idle_spins = 0u32;
     let mut last_check = Instant::now();
+    let mut failure: Option<anyhow::Error> = None;
     let end = loop {
-        match reader.try_read(&mut buf) {
-            Ok(frame) => {
-                idle_spins = 0;
-                let rec = &buf[..frame.len];
-                if rec.len() < 16 || usize::from(rec[0]) * 4 != rec.len() {
-                    bail!(
-                        "{}: frame {} is not a DBN record ({} bytes, length byte {})",
-                        opts.ring.display(),
-                        frame.seq,
-                        rec.len(),
-                        rec.first().copied().unwrap_or(0)
-                    );
-                }
-                out.write_all(rec)
-                    .with_context(|| format!("writing {}", opts.out.display()))?;
+        let batch = reader.read_batch(&mut scratch, usize::MAX, |frame, rec| {
+            if failure.is_some() {
+                return;
+            }
+            if rec.len() < 16 || usize::from(rec[0]) * 4 != rec.len() {
+                failure = Some(anyhow::anyhow!(
+                    "{}: frame {} is not a DBN record ({} bytes, length byte {})",
+                    opts.ring.display(),
+                    frame.seq,
+                    rec.len(),
+                    rec.first().copied().unwrap_or(0)
+                ));
+            } else if let Err(e) = out.write_all(rec) {
+                failure =
+                    Some(anyhow::Error::new(e).context(format!("writing {}", opts.out.display())));
+            } else {
                 records += 1;
                 bytes += rec.len() as u64;
             }
+        });
+        if let Some(e) = failure.take() {
+            return Err(e);
+        }
+        match batch {
+            Ok(_) => idle_spins = 0,
             Err(ReadError::Lapped { missed }) => {
                 eprintln!(
                     "tickpipe record: WARNING: lapped by the writer, {missed} records missed ({} so far)",

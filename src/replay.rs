@@ -304,6 +304,9 @@ pub fn run(opts: &ReplayOptions, stop: &Arc<AtomicBool>) -> Result<ReplaySummary
     let mut interrupted = false;
     let mut first = Some(captures);
     'outer: for _ in 0..opts.loops {
+        // Each pass starts its own timestamp baseline: the schedule carries on from where the
+        // previous pass ended instead of treating the rewound timestamps as one burst.
+        pacer.last_ts = None;
         let captures = match first.take() {
             Some(c) => c,
             None => opts

@@ -367,6 +367,8 @@ pub fn read_header(words: &[AtomicU64]) -> Result<HeaderState, HeaderError> {
 /// Copies `bytes` into consecutive words starting at word `first`, zero-padding the last word.
 #[inline(always)]
 fn put_bytes(words: &[AtomicU64], first: usize, bytes: &[u8]) {
+    // Indexed rather than zipped over a sub-slice: 258 vs 275 instructions per publish + read
+    // of an MBO record under callgrind.
     let mut chunks = bytes.chunks_exact(8);
     let mut i = first;
     for chunk in &mut chunks {
@@ -383,7 +385,7 @@ fn put_bytes(words: &[AtomicU64], first: usize, bytes: &[u8]) {
     }
 }
 
-/// Copies `len` bytes of words starting at word `first` into `out`.
+/// Copies `out.len()` bytes of words starting at word `first` into `out`.
 #[inline(always)]
 fn get_bytes(words: &[AtomicU64], first: usize, out: &mut [u8]) {
     let mut chunks = out.chunks_exact_mut(8);
@@ -743,6 +745,19 @@ pub struct RingReader<R: Region> {
     slot: Option<(usize, u64)>,
 }
 
+/// The first word of a frame, decoded and bounds-checked.
+#[derive(Debug, Clone, Copy)]
+struct Frame {
+    /// Word index of the frame in the region.
+    base: usize,
+    payload_len: usize,
+    kind: u16,
+    flen: u64,
+    /// Bytes from the frame to the end of the data area.
+    room: u64,
+    in_bounds: bool,
+}
+
 /// How many times a resync retries when the writer keeps lapping it before the newest frame can
 /// be read; each try is bounded work, so a reader never spins unboundedly inside one call.
 const RESYNC_TRIES: usize = 64;
@@ -842,19 +857,17 @@ impl<R: Region> RingReader<R> {
             if tail - self.cursor > self.capacity {
                 return Err(self.resync());
             }
-            let off = self.cursor & self.mask;
-            let base = self.data_start + w(off as usize);
-            let (payload_len, kind) = unpack_word0(words[base].load(Ordering::Relaxed));
-            let room = self.capacity - off;
-            let flen = frame_len(payload_len) as u64;
-            // Every index below stays inside the data area whatever the region holds.
-            let in_bounds = match kind {
-                KIND_DATA => payload_len <= self.info.geometry.max_payload && flen <= room,
-                KIND_PAD => payload_len as u64 == room,
-                _ => false,
-            };
+            let Frame {
+                base,
+                payload_len,
+                kind,
+                flen,
+                room,
+                in_bounds,
+            } = self.frame_at(words, self.cursor);
             let (mut seq, mut publish_ticks, mut copied) = (0, 0, false);
             if kind == KIND_DATA && in_bounds {
+                // A data frame in bounds has its two header words and payload inside the area.
                 seq = words[base + 1].load(Ordering::Relaxed);
                 publish_ticks = words[base + 2].load(Ordering::Relaxed);
                 if payload_len <= out.len() {
@@ -877,9 +890,6 @@ impl<R: Region> RingReader<R> {
                 self.cursor += room;
                 continue;
             }
-            if kind != KIND_DATA {
-                return Err(ReadError::Corrupt("frame header out of bounds"));
-            }
             if !copied {
                 return Err(ReadError::BufferTooSmall {
                     needed: payload_len,
@@ -898,6 +908,122 @@ impl<R: Region> RingReader<R> {
             });
         }
         Err(ReadError::Corrupt("padding frame not followed by data"))
+    }
+
+    /// Decodes the first word of the frame at `pos` and checks it against the area's bounds.
+    #[inline(always)]
+    fn frame_at(&self, words: &[AtomicU64], pos: u64) -> Frame {
+        let off = pos & self.mask;
+        let base = self.data_start + w(off as usize);
+        let (payload_len, kind) = unpack_word0(words[base].load(Ordering::Relaxed));
+        let room = self.capacity - off;
+        let flen = frame_len(payload_len) as u64;
+        // Every index a caller derives from an in-bounds frame stays inside the data area,
+        // whatever the region holds.
+        let in_bounds = match kind {
+            KIND_DATA => payload_len <= self.info.geometry.max_payload && flen <= room,
+            KIND_PAD => payload_len as u64 == room,
+            _ => false,
+        };
+        Frame {
+            base,
+            payload_len,
+            kind,
+            flen,
+            room,
+            in_bounds,
+        }
+    }
+
+    /// Reads up to `max_frames` frames with a single validation: the committed frames are copied
+    /// (header and payload, as they lie in the ring) into `scratch`, validated once against the
+    /// writer's intent, then handed to `on_frame` in order. Draining many frames this way costs
+    /// one read of the writer's hot line per batch instead of per frame.
+    ///
+    /// Returns the number of frames handed out.
+    ///
+    /// # Errors
+    /// As [`RingReader::try_read`]; [`ReadError::BufferTooSmall`] when not even the first frame
+    /// fits in `scratch`. A lap discards the whole batch (none of it is handed out).
+    #[inline]
+    pub fn read_batch(
+        &mut self,
+        scratch: &mut [u8],
+        max_frames: usize,
+        mut on_frame: impl FnMut(FrameInfo, &[u8]),
+    ) -> Result<usize, ReadError> {
+        let words = self.region.words();
+        // Acquire pairs with the writer's commit (Release store of `tail`).
+        let tail = load(words, OFF_TAIL, Ordering::Acquire);
+        if self.cursor == tail {
+            return Err(ReadError::Empty);
+        }
+        if tail < self.cursor {
+            return Err(ReadError::Corrupt("writer position moved backwards"));
+        }
+        if tail - self.cursor > self.capacity {
+            return Err(self.resync());
+        }
+        let (mut pos, mut used, mut frames) = (self.cursor, 0usize, 0usize);
+        let mut stop: Option<ReadError> = None;
+        while pos < tail && frames < max_frames {
+            let f = self.frame_at(words, pos);
+            if !f.in_bounds {
+                stop = Some(ReadError::Corrupt("frame header out of bounds"));
+                break;
+            }
+            if f.kind == KIND_PAD {
+                pos += f.room;
+                continue;
+            }
+            let flen = f.flen as usize;
+            if used + flen > scratch.len() {
+                stop = Some(ReadError::BufferTooSmall { needed: flen });
+                break;
+            }
+            get_bytes(words, f.base, &mut scratch[used..used + flen]);
+            used += flen;
+            pos += f.flen;
+            frames += 1;
+        }
+        // Same seqlock validation as `try_read`, once for the whole span [cursor, pos).
+        fence(Ordering::Acquire);
+        let intent = load(words, OFF_TAIL_INTENT, Ordering::Relaxed);
+        if intent.wrapping_sub(self.cursor) > self.capacity {
+            return Err(self.resync());
+        }
+        if frames == 0 {
+            // Validated: what stopped the walk is real (or only padding was committed).
+            self.cursor = pos;
+            return stop.map_or(Err(ReadError::Empty), Err);
+        }
+        let mut at = 0;
+        for _ in 0..frames {
+            let word = |i: usize| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&scratch[at + 8 * i..at + 8 * i + 8]);
+                u64::from_le_bytes(b)
+            };
+            let (len, _) = unpack_word0(word(0));
+            let (seq, publish_ticks) = (word(1), word(2));
+            if seq != self.next_seq {
+                return Err(ReadError::Corrupt("frame sequence out of order"));
+            }
+            let start = at + FRAME_HEADER_LEN;
+            on_frame(
+                FrameInfo {
+                    seq,
+                    publish_ticks,
+                    len,
+                },
+                &scratch[start..start + len],
+            );
+            self.next_seq = seq + 1;
+            at += frame_len(len);
+        }
+        self.cursor = pos;
+        self.update_slot(false);
+        Ok(frames)
     }
 
     /// Jumps to the newest frame after a lap and counts what was lost.
@@ -1182,6 +1308,30 @@ mod tests {
                     let p = payload(log.len() as u64, len);
                     w.publish(&p, 0).unwrap();
                     log.push(p);
+                } else if next() % 2 == 0 {
+                    // Batch reads with a scratch buffer of 1 to ~4 frames and a random cap.
+                    let mut scratch = vec![0u8; 72 + (next() % 220) as usize];
+                    let max = 1 + (next() % 5) as usize;
+                    let mut seen = Vec::new();
+                    match r.read_batch(&mut scratch, max, |f, p| seen.push((f, p.to_vec()))) {
+                        Ok(n) => {
+                            assert!(n == seen.len() && n <= max);
+                            for (f, p) in seen {
+                                assert_eq!(p, log[f.seq as usize]);
+                                assert!(last_seq.is_none_or(|s| f.seq > s));
+                                last_seq = Some(f.seq);
+                                delivered += 1;
+                            }
+                        }
+                        Err(ReadError::Empty) => assert_eq!(r.next_seq(), log.len() as u64),
+                        Err(ReadError::Lapped { .. }) => {
+                            assert_eq!(round % 2, 0, "lapped while keeping up")
+                        }
+                        Err(ReadError::BufferTooSmall { needed }) => {
+                            assert!(needed > scratch.len())
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
                 } else {
                     match r.try_read(&mut buf) {
                         Ok(f) => {
