@@ -151,6 +151,9 @@ fn rtrb_queue(clock: &quanta::Clock, n: u64) -> Histogram<u64> {
     )
 }
 
+/// A transport's measurement: `n` messages, one-way latency histogram.
+type Transport = fn(&quanta::Clock, u64) -> Histogram<u64>;
+
 fn main() {
     let n = if is_bench() { 1_000_000 } else { 20_000 };
     // Interleaved in rounds so that all three see the same host conditions: on a shared VM the
@@ -166,7 +169,7 @@ fn main() {
         "{:<16} {:>8} {:>8} {:>8} {:>8} {:>9} {:>10} {:>9}",
         "transport", "p50", "p90", "p99", "p99.9", "p99.99", "max", "p50/floor"
     );
-    let transports: [(&str, fn(&quanta::Clock, u64) -> Histogram<u64>); 3] = [
+    let transports: [(&str, Transport); 3] = [
         ("cache line", cache_line),
         ("tickpipe ring", tickpipe_ring),
         ("rtrb", rtrb_queue),
