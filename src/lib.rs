@@ -4,6 +4,7 @@
 //! their own crates and are re-exported here: [`shm`] (shared-memory rings and pages),
 //! [`pipeline`] (stages, runners, threading modes) and [`models`] (regime, scoring and
 //! forecasting models).
+#![forbid(unsafe_code)]
 
 pub use tickpipe_models as models;
 pub use tickpipe_pipeline as pipeline;

@@ -622,3 +622,61 @@ fn gen_is_deterministic() {
     }
     assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
 }
+
+/// SIGTERM stops `record` cleanly (status 0, a valid file holding a prefix of the stream), and
+/// SIGINT stops `replay` with its summary, status 130 and the ring marked finished.
+#[test]
+fn signals_stop_replay_and_record_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let synth = generated(dir.path(), 100_000);
+    let ring = dir.path().join("sig.ring");
+    let out = dir.path().join("sig.dbn.zst");
+    let replay = spawn(&[
+        "replay",
+        s(&synth),
+        "--ring",
+        s(&ring),
+        "--speed",
+        "1",
+        "--quiet",
+    ]);
+    let recorder = spawn(&[
+        "record",
+        "--ring",
+        s(&ring),
+        "--out",
+        s(&out),
+        "--wait",
+        "30",
+    ]);
+    assert!(wait_until(Duration::from_secs(20), || ring.exists()
+        && has_reader(&ring)));
+    std::thread::sleep(Duration::from_millis(200));
+    signal(&recorder, "TERM");
+    let rec = wait_output(recorder, Duration::from_secs(10));
+    assert!(
+        rec.status.success(),
+        "{}{}",
+        text(&rec.stdout),
+        text(&rec.stderr)
+    );
+    assert!(
+        text(&rec.stdout).contains("stopped by signal"),
+        "{}",
+        text(&rec.stdout)
+    );
+    let got = records(&[&out]);
+    let expected = records(&[&synth]);
+    assert!(!got.is_empty() && got.len() < expected.len());
+    assert!(got[..] == expected[..got.len()]);
+    signal(&replay, "INT");
+    let rep = wait_output(replay, Duration::from_secs(10));
+    assert_eq!(rep.status.code(), Some(130), "{}", text(&rep.stderr));
+    assert!(
+        text(&rep.stdout).contains("(interrupted)"),
+        "{}",
+        text(&rep.stdout)
+    );
+    let stat = text(&run(&["ring", "stat", s(&ring)]).stdout);
+    assert!(stat.contains("writer state    finished"), "{stat}");
+}

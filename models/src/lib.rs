@@ -1,1 +1,2 @@
-//! placeholder
+//! Models: regime detection, scoring and forecasting, pure and deterministic. Empty so far.
+#![forbid(unsafe_code)]
