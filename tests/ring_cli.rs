@@ -33,6 +33,57 @@ fn generated(dir: &Path, events: u64) -> PathBuf {
     out
 }
 
+/// A generated capture replayed at 1x (about two seconds) into `name.ring` while a `record`
+/// process (with `record_args` added) drains it into `name.dbn[.zst]`; returns once the recorder
+/// is attached.
+struct PacedPair {
+    synth: PathBuf,
+    ring: PathBuf,
+    out: PathBuf,
+    replay: std::process::Child,
+    recorder: std::process::Child,
+}
+
+fn paced_pair(dir: &Path, name: &str, replay_args: &[&str], record_args: &[&str]) -> PacedPair {
+    let synth = generated(dir, 100_000);
+    let ring = dir.join(format!("{name}.ring"));
+    let out = dir.join(format!("{name}.dbn.zst"));
+    let mut args = vec![
+        "replay",
+        s(&synth),
+        "--ring",
+        s(&ring),
+        "--speed",
+        "1",
+        "--quiet",
+    ];
+    args.extend(replay_args);
+    let replay = spawn(&args);
+    let mut args = vec![
+        "record",
+        "--ring",
+        s(&ring),
+        "--out",
+        s(&out),
+        "--wait",
+        "30",
+    ];
+    args.extend(record_args);
+    let recorder = spawn(&args);
+    assert!(
+        wait_until(Duration::from_secs(20), || ring.exists()
+            && has_reader(&ring)),
+        "recorder never attached"
+    );
+    PacedPair {
+        synth,
+        ring,
+        out,
+        replay,
+        recorder,
+    }
+}
+
 /// Replays `captures` into a fresh ring while a separate `record` process drains it, and checks
 /// the recording holds exactly the same records, byte for byte.
 fn round_trip(dir: &Path, captures: &[&Path], extra: &[&str]) -> (String, String) {
@@ -219,41 +270,14 @@ fn every_fixture_replays_and_records_exactly() {
 #[test]
 fn lapped_reader_reports_exact_loss_across_processes() {
     let dir = tempfile::tempdir().unwrap();
-    let synth = generated(dir.path(), 100_000);
-    let ring = dir.path().join("lap.ring");
-    let out = dir.path().join("lap.dbn");
-    let replay = spawn(&[
-        "replay",
-        s(&synth),
-        "--ring",
-        s(&ring),
-        "--speed",
-        "1",
-        "--capacity",
-        "64K",
-        "--quiet",
-    ]);
-    let recorder = spawn(&[
-        "record",
-        "--ring",
-        s(&ring),
-        "--out",
-        s(&out),
-        "--wait",
-        "30",
-    ]);
-    assert!(
-        wait_until(Duration::from_secs(20), || ring.exists()
-            && has_reader(&ring)),
-        "recorder never attached"
-    );
+    let p = paced_pair(dir.path(), "lap", &["--capacity", "64K"], &[]);
     std::thread::sleep(Duration::from_millis(100));
-    signal(&recorder, "STOP");
+    signal(&p.recorder, "STOP");
     std::thread::sleep(Duration::from_millis(400));
-    signal(&recorder, "CONT");
-    let replay = wait_output(replay, Duration::from_secs(60));
+    signal(&p.recorder, "CONT");
+    let replay = wait_output(p.replay, Duration::from_secs(60));
     assert!(replay.status.success(), "{}", text(&replay.stderr));
-    let rec = wait_output(recorder, Duration::from_secs(60));
+    let rec = wait_output(p.recorder, Duration::from_secs(60));
     let stdout = text(&rec.stdout);
     assert_eq!(
         rec.status.code(),
@@ -272,8 +296,8 @@ fn lapped_reader_reports_exact_loss_across_processes() {
         .and_then(|t| t.split(' ').next())
         .and_then(|n| n.parse().ok())
         .expect("missed count");
-    let expected = records(&[&synth]);
-    let got = records(&[&out]);
+    let expected = records(&[&p.synth]);
+    let got = records(&[&p.out]);
     assert!(
         missed > 0,
         "a 400 ms stop at 50k records/s must lap a 64 KiB ring"
@@ -296,35 +320,11 @@ fn lapped_reader_reports_exact_loss_across_processes() {
 #[test]
 fn killed_writer_never_yields_a_torn_record() {
     let dir = tempfile::tempdir().unwrap();
-    let synth = generated(dir.path(), 100_000);
-    let ring = dir.path().join("kill.ring");
-    let out = dir.path().join("kill.dbn");
-    let replay = spawn(&[
-        "replay",
-        s(&synth),
-        "--ring",
-        s(&ring),
-        "--speed",
-        "1",
-        "--quiet",
-    ]);
-    let recorder = spawn(&[
-        "record",
-        "--ring",
-        s(&ring),
-        "--out",
-        s(&out),
-        "--stale-after",
-        "200ms",
-        "--wait",
-        "30",
-    ]);
-    assert!(wait_until(Duration::from_secs(20), || ring.exists()
-        && has_reader(&ring)));
+    let p = paced_pair(dir.path(), "kill", &[], &["--stale-after", "200ms"]);
     std::thread::sleep(Duration::from_millis(300));
-    signal(&replay, "KILL");
-    let _ = wait_output(replay, Duration::from_secs(10));
-    let rec = wait_output(recorder, Duration::from_secs(30));
+    signal(&p.replay, "KILL");
+    let _ = wait_output(p.replay, Duration::from_secs(10));
+    let rec = wait_output(p.recorder, Duration::from_secs(30));
     assert_eq!(
         rec.status.code(),
         Some(4),
@@ -337,8 +337,8 @@ fn killed_writer_never_yields_a_torn_record() {
         "{}",
         text(&rec.stderr)
     );
-    let got = records(&[&out]);
-    let expected = records(&[&synth]);
+    let got = records(&[&p.out]);
+    let expected = records(&[&p.synth]);
     assert!(
         !got.is_empty() && got.len() < expected.len(),
         "killed mid-stream: {} records",
@@ -348,8 +348,7 @@ fn killed_writer_never_yields_a_torn_record() {
         got[..] == expected[..got.len()],
         "a recorded record differs from the capture"
     );
-    let stat = run(&["ring", "stat", s(&ring)]);
-    let stat = text(&stat.stdout);
+    let stat = text(&run(&["ring", "stat", s(&p.ring)]).stdout);
     assert!(stat.contains("process is gone"), "{stat}");
     let age = stat
         .lines()
@@ -567,43 +566,21 @@ fn bad_rings_are_clear_errors() {
 #[test]
 fn ring_truncated_while_mapped_is_a_clear_exit() {
     let dir = tempfile::tempdir().unwrap();
-    let synth = generated(dir.path(), 100_000);
-    let ring = dir.path().join("trunc.ring");
-    let out = dir.path().join("trunc.dbn");
-    let replay = spawn(&[
-        "replay",
-        s(&synth),
-        "--ring",
-        s(&ring),
-        "--speed",
-        "1",
-        "--quiet",
-    ]);
-    let recorder = spawn(&[
-        "record",
-        "--ring",
-        s(&ring),
-        "--out",
-        s(&out),
-        "--wait",
-        "30",
-    ]);
-    assert!(wait_until(Duration::from_secs(20), || ring.exists()
-        && has_reader(&ring)));
+    let p = paced_pair(dir.path(), "trunc", &[], &[]);
     std::fs::OpenOptions::new()
         .write(true)
-        .open(&ring)
+        .open(&p.ring)
         .unwrap()
         .set_len(0)
         .unwrap();
-    let rec = wait_output(recorder, Duration::from_secs(30));
-    let replay = wait_output(replay, Duration::from_secs(30));
+    let rec = wait_output(p.recorder, Duration::from_secs(30));
+    let replay = wait_output(p.replay, Duration::from_secs(30));
     for (who, res) in [("record", &rec), ("replay", &replay)] {
         assert_eq!(res.status.code(), Some(74), "{who}: {}", text(&res.stderr));
+        let stderr = text(&res.stderr);
         assert!(
-            text(&res.stderr).contains("was truncated or removed while mapped"),
-            "{who}: {}",
-            text(&res.stderr)
+            stderr.contains("was truncated or removed while mapped"),
+            "{who}: {stderr}"
         );
     }
 }
@@ -628,32 +605,10 @@ fn gen_is_deterministic() {
 #[test]
 fn signals_stop_replay_and_record_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let synth = generated(dir.path(), 100_000);
-    let ring = dir.path().join("sig.ring");
-    let out = dir.path().join("sig.dbn.zst");
-    let replay = spawn(&[
-        "replay",
-        s(&synth),
-        "--ring",
-        s(&ring),
-        "--speed",
-        "1",
-        "--quiet",
-    ]);
-    let recorder = spawn(&[
-        "record",
-        "--ring",
-        s(&ring),
-        "--out",
-        s(&out),
-        "--wait",
-        "30",
-    ]);
-    assert!(wait_until(Duration::from_secs(20), || ring.exists()
-        && has_reader(&ring)));
+    let p = paced_pair(dir.path(), "sig", &[], &[]);
     std::thread::sleep(Duration::from_millis(200));
-    signal(&recorder, "TERM");
-    let rec = wait_output(recorder, Duration::from_secs(10));
+    signal(&p.recorder, "TERM");
+    let rec = wait_output(p.recorder, Duration::from_secs(10));
     assert!(
         rec.status.success(),
         "{}{}",
@@ -665,18 +620,18 @@ fn signals_stop_replay_and_record_cleanly() {
         "{}",
         text(&rec.stdout)
     );
-    let got = records(&[&out]);
-    let expected = records(&[&synth]);
+    let got = records(&[&p.out]);
+    let expected = records(&[&p.synth]);
     assert!(!got.is_empty() && got.len() < expected.len());
     assert!(got[..] == expected[..got.len()]);
-    signal(&replay, "INT");
-    let rep = wait_output(replay, Duration::from_secs(10));
+    signal(&p.replay, "INT");
+    let rep = wait_output(p.replay, Duration::from_secs(10));
     assert_eq!(rep.status.code(), Some(130), "{}", text(&rep.stderr));
     assert!(
         text(&rep.stdout).contains("(interrupted)"),
         "{}",
         text(&rep.stdout)
     );
-    let stat = text(&run(&["ring", "stat", s(&ring)]).stdout);
+    let stat = text(&run(&["ring", "stat", s(&p.ring)]).stdout);
     assert!(stat.contains("writer state    finished"), "{stat}");
 }

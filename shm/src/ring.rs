@@ -321,13 +321,14 @@ pub fn read_header(words: &[AtomicU64]) -> Result<HeaderState, HeaderError> {
             value: v,
         })
     };
-    let header_len = field(OFF_HEADER_LEN, "header_len")?;
-    if header_len != HEADER_LEN {
-        return Err(HeaderError::BadField {
-            field: "header_len",
-            value: header_len as u64,
-        });
-    }
+    let expect = |off, name: &'static str, want: usize| match field(off, name)? {
+        v if v == want => Ok(()),
+        v => Err(HeaderError::BadField {
+            field: name,
+            value: v as u64,
+        }),
+    };
+    expect(OFF_HEADER_LEN, "header_len", HEADER_LEN)?;
     let capacity = field(OFF_CAPACITY, "capacity")?;
     let max_payload = field(OFF_MAX_PAYLOAD, "max_payload")?;
     let meta_len = field(OFF_META_LEN, "meta_len")?;
@@ -336,20 +337,8 @@ pub fn read_header(words: &[AtomicU64]) -> Result<HeaderState, HeaderError> {
             field: e.field,
             value: e.value,
         })?;
-    let meta_offset = field(OFF_META_OFFSET, "meta_offset")?;
-    if meta_offset != HEADER_LEN {
-        return Err(HeaderError::BadField {
-            field: "meta_offset",
-            value: meta_offset as u64,
-        });
-    }
-    let data_offset = field(OFF_DATA_OFFSET, "data_offset")?;
-    if data_offset != geometry.data_offset() {
-        return Err(HeaderError::BadField {
-            field: "data_offset",
-            value: data_offset as u64,
-        });
-    }
+    expect(OFF_META_OFFSET, "meta_offset", HEADER_LEN)?;
+    expect(OFF_DATA_OFFSET, "data_offset", geometry.data_offset())?;
     if geometry.total_len() > len {
         return Err(HeaderError::TooSmall {
             len,
