@@ -44,6 +44,21 @@ struct PacedPair {
     recorder: std::process::Child,
 }
 
+/// Checks a recording stopped mid-stream holds a non-empty, strict prefix of the capture.
+fn assert_strict_prefix(synth: &Path, out: &Path) {
+    let got = records(&[out]);
+    let expected = records(&[synth]);
+    assert!(
+        !got.is_empty() && got.len() < expected.len(),
+        "stopped mid-stream: {} records",
+        got.len()
+    );
+    assert!(
+        got[..] == expected[..got.len()],
+        "a recorded record differs from the capture"
+    );
+}
+
 fn paced_pair(dir: &Path, name: &str, replay_args: &[&str], record_args: &[&str]) -> PacedPair {
     let synth = generated(dir, 100_000);
     let ring = dir.join(format!("{name}.ring"));
@@ -337,17 +352,7 @@ fn killed_writer_never_yields_a_torn_record() {
         "{}",
         text(&rec.stderr)
     );
-    let got = records(&[&p.out]);
-    let expected = records(&[&p.synth]);
-    assert!(
-        !got.is_empty() && got.len() < expected.len(),
-        "killed mid-stream: {} records",
-        got.len()
-    );
-    assert!(
-        got[..] == expected[..got.len()],
-        "a recorded record differs from the capture"
-    );
+    assert_strict_prefix(&p.synth, &p.out);
     let stat = text(&run(&["ring", "stat", s(&p.ring)]).stdout);
     assert!(stat.contains("process is gone"), "{stat}");
     let age = stat
@@ -620,10 +625,7 @@ fn signals_stop_replay_and_record_cleanly() {
         "{}",
         text(&rec.stdout)
     );
-    let got = records(&[&p.out]);
-    let expected = records(&[&p.synth]);
-    assert!(!got.is_empty() && got.len() < expected.len());
-    assert!(got[..] == expected[..got.len()]);
+    assert_strict_prefix(&p.synth, &p.out);
     signal(&p.replay, "INT");
     let rep = wait_output(p.replay, Duration::from_secs(10));
     assert_eq!(rep.status.code(), Some(130), "{}", text(&rep.stderr));
