@@ -482,7 +482,7 @@ fn bad_captures_are_clear_errors() {
             "--out",
             s(&dir.path().join("z.dbn")),
         ],
-        "",
+        "events must be at least 1",
     );
 }
 
