@@ -161,6 +161,10 @@ fn main() {
     // different machines.
     let rounds: u64 = 20;
     let cores = common::cores().len();
+    if cores < 2 {
+        println!("SKIPPED: one-way latency needs two cores, this process may use {cores}");
+        return;
+    }
     let clock = quanta::Clock::new();
     println!(
         "one-way latency, writer on core 0, reader on core 1 ({cores} cores online), {n} messages per transport in {rounds} interleaved rounds, one every {GAP_NS} ns"

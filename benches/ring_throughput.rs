@@ -136,6 +136,10 @@ fn rtrb_cross(iters: u64) -> Duration {
 }
 
 fn cross_thread(c: &mut Criterion) {
+    if common::cores().len() < 2 {
+        println!("SKIPPED: cross-thread throughput needs two cores");
+        return;
+    }
     let mut group = c.benchmark_group("cross_thread_mbo");
     group.throughput(Throughput::Elements(1));
     group.sample_size(10);
