@@ -323,8 +323,8 @@ pub fn run(opts: &ReplayOptions, stop: &Arc<AtomicBool>) -> Result<ReplaySummary
                     interrupted = true;
                     return ControlFlow::Break(());
                 }
-                if let Err(WriteError::TooLarge { len, max }) =
-                    writer.publish(rec.as_ref(), pacer.clock.raw())
+                let stamp = pacer.clock.raw();
+                if let Err(WriteError::TooLarge { len, max }) = writer.publish(rec.as_ref(), stamp)
                 {
                     failure = Some(anyhow::anyhow!(
                         "{}: record {} of {len} bytes exceeds the ring's max payload of {max}",
@@ -335,9 +335,10 @@ pub fn run(opts: &ReplayOptions, stop: &Arc<AtomicBool>) -> Result<ReplaySummary
                 }
                 records += 1;
                 if let Some(due) = scheduled {
-                    let _ = pacer
-                        .errors
-                        .record(pacer.elapsed_ns().saturating_sub(due).max(1));
+                    // The error is taken at the stamp the frame carries: the publish instant a
+                    // reader sees, without a second clock read.
+                    let published = pacer.clock.delta_as_nanos(pacer.start_ticks, stamp);
+                    let _ = pacer.errors.record(published.saturating_sub(due).max(1));
                 }
                 if records.is_multiple_of(1024) {
                     let now = pacer.elapsed_ns();
