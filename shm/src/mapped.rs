@@ -273,41 +273,46 @@ impl Attach {
     }
 }
 
-fn open_region(
-    path: &Path,
-    prefer_write: bool,
-) -> Result<Option<Result<MappedRegion, u64>>, ShmError> {
-    let mut writable = prefer_write;
-    let file = match OpenOptions::new().read(true).write(writable).open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied && writable => {
-            writable = false;
-            match File::open(path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(io_err("open", path)(e)),
-            }
+/// What opening a ring file found.
+enum Opened {
+    /// No file at the path.
+    Missing,
+    /// A file shorter than a header (its length).
+    Short(u64),
+    /// The whole file, mapped.
+    Mapped(MappedRegion),
+}
+
+/// Opens and maps a ring file, read-write when `prefer_write` and permitted, else read-only.
+fn open_region(path: &Path, prefer_write: bool) -> Result<Opened, ShmError> {
+    let open = |write: bool| OpenOptions::new().read(true).write(write).open(path);
+    let (file, writable) = match open(prefer_write) {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied && prefer_write => {
+            (open(false), false)
         }
+        other => (other, prefer_write),
+    };
+    let file = match file {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Opened::Missing),
         Err(e) => return Err(io_err("open", path)(e)),
     };
     let len = file.metadata().map_err(io_err("stat", path))?.len();
     if len < HEADER_LEN as u64 {
-        return Ok(Some(Err(len)));
+        return Ok(Opened::Short(len));
     }
-    let len = usize::try_from(len).map_err(|_| ShmError::Header {
-        path: path.to_path_buf(),
-        source: HeaderError::TooSmall {
-            len: usize::MAX,
-            needed: 0,
-        },
+    let len = usize::try_from(len).map_err(|_| {
+        io_err("map", path)(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "file larger than the address space",
+        ))
     })?;
-    Ok(Some(Ok(MappedRegion::new(
+    Ok(Opened::Mapped(MappedRegion::new(
         &file,
         path,
         len & !7,
         writable,
-    )?)))
+    )?))
 }
 
 /// Options for attaching a reader.
@@ -326,9 +331,9 @@ pub struct AttachOptions {
 /// fields), or a failing file operation. A ring that is not ready yet is an [`Attach`] state.
 pub fn try_attach(path: &Path, options: AttachOptions) -> Result<Attach, ShmError> {
     let region = match open_region(path, !options.read_only)? {
-        None => return Ok(Attach::NoFile),
-        Some(Err(len)) => return Ok(Attach::NotMapped { len }),
-        Some(Ok(region)) => region,
+        Opened::Missing => return Ok(Attach::NoFile),
+        Opened::Short(len) => return Ok(Attach::NotMapped { len }),
+        Opened::Mapped(region) => region,
     };
     let header = read_header(region.words()).map_err(|source| ShmError::Header {
         path: path.to_path_buf(),
@@ -394,9 +399,9 @@ pub fn inspect(path: &Path) -> Result<(MappedRegion, RingInfo), ShmError> {
         state,
     };
     let region = match open_region(path, false)? {
-        None => return Err(not_ready("no file")),
-        Some(Err(_)) => return Err(not_ready("file exists but is not sized yet")),
-        Some(Ok(region)) => region,
+        Opened::Missing => return Err(not_ready("no file")),
+        Opened::Short(_) => return Err(not_ready("file exists but is not sized yet")),
+        Opened::Mapped(region) => region,
     };
     match read_header(region.words()).map_err(|source| ShmError::Header {
         path: path.to_path_buf(),
