@@ -22,5 +22,5 @@ pub mod uring;
 
 pub use ring::{
     FrameInfo, HeapRegion, ReadError, Region, RingGeometry, RingReader, RingWriter, StartAt,
-    WriteError,
+    WriteError, heap_ring,
 };

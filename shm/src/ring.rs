@@ -76,6 +76,41 @@ impl Region for HeapRegion {
     }
 }
 
+/// An in-process ring on the heap: its writer, and the header values readers attach with
+/// (`RingReader::new(writer.region().clone(), info, start)`). For embedding the engine without
+/// shared memory, and for tests.
+///
+/// # Errors
+/// Invalid geometry.
+pub fn heap_ring(
+    capacity: usize,
+    max_payload: usize,
+    meta: &[u8],
+    content_tag: u64,
+) -> Result<(RingWriter<std::sync::Arc<HeapRegion>>, RingInfo), GeometryError> {
+    let geometry = RingGeometry::new(capacity, max_payload, meta.len())?;
+    let region = std::sync::Arc::new(HeapRegion::zeroed(geometry.total_len()));
+    let identity = WriterIdentity {
+        content_tag,
+        pid: u64::from(std::process::id()),
+        start_ns: 0,
+    };
+    // Cannot fail: the region was sized from the geometry and `meta` is its length.
+    let writer =
+        RingWriter::init(region, geometry, meta, identity, 0).map_err(|_| GeometryError {
+            field: "meta_len",
+            value: meta.len() as u64,
+            reason: "header initialisation failed",
+        })?;
+    Ok((
+        writer,
+        RingInfo {
+            geometry,
+            writer: identity,
+        },
+    ))
+}
+
 /// Shape of a ring, validated by [`RingGeometry::new`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RingGeometry {

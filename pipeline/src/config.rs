@@ -1,0 +1,518 @@
+//! Engine configuration: threading mode, core map, idle strategies, link sizes and policies,
+//! read from a TOML profile (see `tuning/profiles/`). Everything is validated before any thread
+//! starts, and every error names the field.
+//!
+//! ```toml
+//! mode = "shared"            # dedicated | shared | invoker
+//! batch = 256                # messages per duty cycle at most
+//! report_interval = "100ms"  # histogram hand-over to the reporter
+//!
+//! [links]
+//! capacity = 4096            # slots per main-path link
+//!
+//! [stages.ingest]            # ingest, features, inference, health, forecast
+//! core = 1
+//! idle = "busy-spin"         # busy-spin | no-op | yielding | backoff | sleeping[:<duration>]
+//!
+//! [slow_lane]                # the forecast lane, fed by inference
+//! enabled = true
+//! policy = "conflate"        # conflate | drop-oldest
+//! capacity = 64
+//! overflow = 4096            # conflation keys, or queued messages for drop-oldest
+//! work = "0ns"               # artificial busy time per message (for tests and profiling)
+//!
+//! [reporter]
+//! idle = "sleeping:1ms"
+//!
+//! [feeder]                   # `tickpipe profile`'s replay thread
+//! core = 0
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::PipelineError;
+use crate::idle::IdleStrategy;
+use crate::link::Policy;
+use crate::stage::available_cores;
+
+/// How the stages are deployed (Aeron's threading modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreadingMode {
+    /// One thread per stage, each pinned to its core.
+    Dedicated,
+    /// Stages that share a core share one thread, run in pipeline order.
+    Shared,
+    /// No threads: the caller drives every duty cycle.
+    Invoker,
+}
+
+impl std::str::FromStr for ThreadingMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "dedicated" => Ok(ThreadingMode::Dedicated),
+            "shared" => Ok(ThreadingMode::Shared),
+            "invoker" => Ok(ThreadingMode::Invoker),
+            _ => Err(format!(
+                "unknown threading mode {s:?} (dedicated, shared, invoker)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for ThreadingMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ThreadingMode::Dedicated => "dedicated",
+            ThreadingMode::Shared => "shared",
+            ThreadingMode::Invoker => "invoker",
+        })
+    }
+}
+
+/// The pipeline's stages in order; `forecast` is the slow lane.
+pub const STAGES: [&str; 5] = ["ingest", "features", "inference", "health", "forecast"];
+
+/// Where a thread runs and how it idles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    /// Core to pin to (none: unpinned).
+    pub core: Option<usize>,
+    /// Idle strategy.
+    pub idle: IdleStrategy,
+}
+
+/// The slow lane's link and work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlowLane {
+    /// Link policy (never back-pressure: the main path must not wait for it).
+    pub policy: Policy,
+    /// Ring slots.
+    pub capacity: usize,
+    /// Conflation keys or queued messages.
+    pub overflow: usize,
+    /// Artificial busy time per message.
+    pub work: Duration,
+}
+
+/// A validated engine configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineConfig {
+    /// Threading mode.
+    pub mode: ThreadingMode,
+    /// Most messages a stage takes per duty cycle.
+    pub batch: usize,
+    /// Main-path link slots.
+    pub link_capacity: usize,
+    /// How often stages hand histograms to the reporter.
+    pub report_interval: Duration,
+    /// Placement per stage, in [`STAGES`] order.
+    pub stages: [Placement; 5],
+    /// The slow lane, if enabled.
+    pub slow_lane: Option<SlowLane>,
+    /// The reporter thread.
+    pub reporter: Placement,
+    /// The replay thread of `tickpipe profile`.
+    pub feeder: Placement,
+    /// Market-data ring to attach to (`tickpipe run`).
+    pub md_ring: Option<PathBuf>,
+    /// Signal ring to create.
+    pub signal_ring: Option<PathBuf>,
+    /// Signal ring data bytes (power of two).
+    pub signal_capacity: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        let spin = Placement {
+            core: None,
+            idle: IdleStrategy::BusySpin,
+        };
+        Self {
+            mode: ThreadingMode::Shared,
+            batch: 256,
+            link_capacity: 4096,
+            report_interval: Duration::from_millis(100),
+            stages: [spin; 5],
+            slow_lane: None,
+            reporter: Placement {
+                core: None,
+                idle: IdleStrategy::Sleeping(Duration::from_millis(1)),
+            },
+            feeder: spin,
+            md_ring: None,
+            signal_ring: None,
+            signal_capacity: 16 << 20,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    mode: Option<String>,
+    batch: Option<usize>,
+    report_interval: Option<String>,
+    md_ring: Option<PathBuf>,
+    signal_ring: Option<PathBuf>,
+    signal_capacity: Option<usize>,
+    links: Option<RawLinks>,
+    #[serde(default)]
+    stages: BTreeMap<String, RawPlacement>,
+    slow_lane: Option<RawSlowLane>,
+    reporter: Option<RawPlacement>,
+    feeder: Option<RawPlacement>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLinks {
+    capacity: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlacement {
+    core: Option<usize>,
+    idle: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSlowLane {
+    enabled: Option<bool>,
+    policy: Option<String>,
+    capacity: Option<usize>,
+    overflow: Option<usize>,
+    work: Option<String>,
+}
+
+fn err(field: impl Into<String>, msg: impl Into<String>) -> PipelineError {
+    PipelineError::config(field, msg)
+}
+
+/// Parses `10ms`, `250us`, `1s`, `100ns` (a bare number is seconds).
+///
+/// # Errors
+/// A description of the bad value.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad duration {s:?} (e.g. 100ms, 10us, 1s)"))?;
+    let scale = match unit {
+        "ns" => 1e-9,
+        "us" => 1e-6,
+        "ms" => 1e-3,
+        "s" | "" => 1.0,
+        _ => return Err(format!("bad duration unit in {s:?} (ns, us, ms, s)")),
+    };
+    if !value.is_finite() || value < 0.0 {
+        return Err(format!("duration must be non-negative, got {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(value * scale))
+}
+
+fn placement(
+    field: &str,
+    raw: Option<&RawPlacement>,
+    default: Placement,
+) -> Result<Placement, PipelineError> {
+    let Some(raw) = raw else { return Ok(default) };
+    let idle = match &raw.idle {
+        Some(s) => s.parse().map_err(|e| err(format!("{field}.idle"), e))?,
+        None => default.idle,
+    };
+    if let Some(core) = raw.core
+        && !available_cores().contains(&core)
+    {
+        return Err(err(
+            format!("{field}.core"),
+            format!(
+                "core {core} does not exist or is not available to this process (cores {:?})",
+                available_cores()
+            ),
+        ));
+    }
+    Ok(Placement {
+        core: raw.core.or(default.core),
+        idle,
+    })
+}
+
+impl EngineConfig {
+    /// Reads and validates a TOML profile.
+    ///
+    /// # Errors
+    /// An unreadable file, malformed TOML, or an invalid value (the error names the field).
+    pub fn load(path: &Path) -> Result<Self, PipelineError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            err(
+                path.display().to_string(),
+                format!("cannot read the config: {e}"),
+            )
+        })?;
+        Self::from_toml(&text).map_err(|e| match e {
+            PipelineError::Config { field, msg } => PipelineError::Config {
+                field: format!("{}: {field}", path.display()),
+                msg,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates TOML text.
+    ///
+    /// # Errors
+    /// Malformed TOML or an invalid value (the error names the field).
+    pub fn from_toml(text: &str) -> Result<Self, PipelineError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let what = e.message().to_string();
+            let at = e
+                .span()
+                .map(|s| {
+                    let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+                    format!("line {line}")
+                })
+                .unwrap_or_else(|| "toml".into());
+            err(at, what)
+        })?;
+        let d = EngineConfig::default();
+        let mode = match &raw.mode {
+            Some(m) => m.parse().map_err(|e| err("mode", e))?,
+            None => d.mode,
+        };
+        let batch = raw.batch.unwrap_or(d.batch);
+        if batch == 0 {
+            return Err(err("batch", "must be at least 1"));
+        }
+        let link_capacity = raw
+            .links
+            .as_ref()
+            .and_then(|l| l.capacity)
+            .unwrap_or(d.link_capacity);
+        if link_capacity < 2 {
+            return Err(err(
+                "links.capacity",
+                format!("must be at least 2, got {link_capacity}"),
+            ));
+        }
+        let report_interval = match &raw.report_interval {
+            Some(s) => parse_duration(s).map_err(|e| err("report_interval", e))?,
+            None => d.report_interval,
+        };
+        if report_interval.is_zero() {
+            return Err(err("report_interval", "must be positive"));
+        }
+        if let Some(name) = raw.stages.keys().find(|k| !STAGES.contains(&k.as_str())) {
+            return Err(err(
+                format!("stages.{name}"),
+                format!("unknown stage (the stages are {})", STAGES.join(", ")),
+            ));
+        }
+        let mut stages = d.stages;
+        for (i, name) in STAGES.iter().enumerate() {
+            stages[i] = placement(
+                &format!("stages.{name}"),
+                raw.stages.get(*name),
+                d.stages[i],
+            )?;
+        }
+        let slow_lane = match &raw.slow_lane {
+            Some(s) if s.enabled.unwrap_or(true) => {
+                let policy: Policy = match &s.policy {
+                    Some(p) => p.parse().map_err(|e| err("slow_lane.policy", e))?,
+                    None => Policy::ConflateLatest,
+                };
+                if policy == Policy::Backpressure {
+                    return Err(err(
+                        "slow_lane.policy",
+                        "a slow lane must not back-pressure the main path (conflate or drop-oldest)",
+                    ));
+                }
+                let capacity = s.capacity.unwrap_or(64);
+                if capacity < 2 {
+                    return Err(err(
+                        "slow_lane.capacity",
+                        format!("must be at least 2, got {capacity}"),
+                    ));
+                }
+                let overflow = s.overflow.unwrap_or(4096);
+                if overflow == 0 {
+                    return Err(err("slow_lane.overflow", "must be at least 1"));
+                }
+                let work = match &s.work {
+                    Some(w) => parse_duration(w).map_err(|e| err("slow_lane.work", e))?,
+                    None => Duration::ZERO,
+                };
+                Some(SlowLane {
+                    policy,
+                    capacity,
+                    overflow,
+                    work,
+                })
+            }
+            _ => None,
+        };
+        let signal_capacity = raw.signal_capacity.unwrap_or(d.signal_capacity);
+        if !signal_capacity.is_power_of_two() || signal_capacity < 4096 {
+            return Err(err(
+                "signal_capacity",
+                format!("must be a power of two of at least 4096 bytes, got {signal_capacity}"),
+            ));
+        }
+        let cfg = EngineConfig {
+            mode,
+            batch,
+            link_capacity,
+            report_interval,
+            stages,
+            slow_lane,
+            reporter: placement("reporter", raw.reporter.as_ref(), d.reporter)?,
+            feeder: placement("feeder", raw.feeder.as_ref(), d.feeder)?,
+            md_ring: raw.md_ring,
+            signal_ring: raw.signal_ring,
+            signal_capacity,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks what depends on several fields (also for configurations built in code).
+    ///
+    /// # Errors
+    /// The first problem found, naming the field.
+    pub fn validate(&self) -> Result<(), PipelineError> {
+        if self.batch == 0 {
+            return Err(err("batch", "must be at least 1"));
+        }
+        if self.link_capacity < 2 {
+            return Err(err("links.capacity", "must be at least 2"));
+        }
+        for (i, p) in self.stages.iter().enumerate() {
+            if let Some(core) = p.core
+                && !available_cores().contains(&core)
+            {
+                return Err(err(
+                    format!("stages.{}.core", STAGES[i]),
+                    format!("core {core} does not exist or is not available to this process"),
+                ));
+            }
+        }
+        if self.mode == ThreadingMode::Dedicated {
+            let active = if self.slow_lane.is_some() { 5 } else { 4 };
+            for i in 0..active {
+                for j in 0..i {
+                    if let (Some(a), Some(b)) = (self.stages[i].core, self.stages[j].core)
+                        && a == b
+                    {
+                        return Err(err(
+                            format!("stages.{}.core", STAGES[i]),
+                            format!(
+                                "core {a} is already {}'s in dedicated mode (use mode = \"shared\" to share a core)",
+                                STAGES[j]
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(text: &str) -> String {
+        EngineConfig::from_toml(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_and_full_profile() {
+        assert_eq!(
+            EngineConfig::from_toml("").unwrap(),
+            EngineConfig::default()
+        );
+        let core = available_cores()[0];
+        let cfg = EngineConfig::from_toml(&format!(
+            r#"
+            mode = "dedicated"
+            batch = 64
+            report_interval = "50ms"
+            [links]
+            capacity = 1024
+            [stages.ingest]
+            core = {core}
+            idle = "no-op"
+            [stages.health]
+            idle = "backoff"
+            [slow_lane]
+            policy = "drop-oldest"
+            work = "20us"
+            [reporter]
+            idle = "sleeping:5ms"
+            "#
+        ))
+        .unwrap();
+        assert_eq!(cfg.mode, ThreadingMode::Dedicated);
+        assert_eq!((cfg.batch, cfg.link_capacity), (64, 1024));
+        assert_eq!(cfg.stages[0].core, Some(core));
+        assert_eq!(cfg.stages[0].idle, IdleStrategy::NoOp);
+        assert_eq!(cfg.stages[3].idle, IdleStrategy::BACKOFF);
+        let lane = cfg.slow_lane.unwrap();
+        assert_eq!(
+            (lane.policy, lane.work),
+            (Policy::DropOldest, Duration::from_micros(20))
+        );
+        assert_eq!(
+            cfg.reporter.idle,
+            IdleStrategy::Sleeping(Duration::from_millis(5))
+        );
+    }
+
+    #[test]
+    fn bad_configs_name_the_field() {
+        assert!(msg("[stages.risk]\ncore = 0").contains("stages.risk: unknown stage"));
+        let m = msg("[stages.features]\ncore = 4096");
+        assert!(
+            m.contains("stages.features.core") && m.contains("core 4096"),
+            "{m}"
+        );
+        assert!(msg("[links]\ncapacity = 0").contains("links.capacity"));
+        assert!(msg("batch = 0").contains("batch"));
+        let m = msg("mode = \"dedicated\"\nbatch = [");
+        assert!(m.contains("line 2"), "{m}");
+        assert!(msg("mode = \"turbo\"").contains("mode"));
+        assert!(msg("[stages.ingest]\nidle = \"spin\"").contains("stages.ingest.idle"));
+        assert!(msg("[stages.ingest]\ncpu = 1").contains("unknown field `cpu`"));
+        assert!(msg("[slow_lane]\npolicy = \"backpressure\"").contains("slow_lane.policy"));
+        assert!(msg("[slow_lane]\ncapacity = 1").contains("slow_lane.capacity"));
+        assert!(msg("signal_capacity = 1000").contains("signal_capacity"));
+        assert!(msg("report_interval = \"0ms\"").contains("report_interval"));
+        let core = available_cores()[0];
+        let m = msg(&format!(
+            "mode = \"dedicated\"\n[stages.ingest]\ncore = {core}\n[stages.features]\ncore = {core}"
+        ));
+        assert!(
+            m.contains("stages.features.core") && m.contains("ingest"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("2 parsecs").is_err());
+        assert!(parse_duration("-1ms").is_err());
+    }
+}

@@ -1,0 +1,407 @@
+//! The engine: builds the stages and their links from an [`EngineConfig`] and deploys them in
+//! one of the three threading modes.
+//!
+//! ```text
+//! md ring ─► [ingest] ─► [features] ─► [inference] ─► [health] ─► signal ring
+//!                                          └─(conflate / drop-oldest)─► [forecast]
+//! every stage ──histogram sets over SPSC──► [reporter]
+//! ```
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tickpipe_shm::{Region, RingReader, RingWriter};
+
+use crate::PipelineError;
+use crate::config::{EngineConfig, STAGES, ThreadingMode};
+use crate::latency::{LatencySink, Reporter, StageLatency};
+use crate::link::{LinkCounts, LinkStats, Policy, link};
+use crate::msg::Event;
+use crate::stage::{CompositeStage, DutyStats, Invoker, Stage, StageRunner, ThreadHooks};
+use crate::stages::{
+    IngestCounts, IngestStage, IngestStats, PassStage, PublishStage, SlowLaneStage,
+    clock_ticks_per_ms,
+};
+
+/// A running engine.
+pub struct Engine {
+    mode: ThreadingMode,
+    runners: Vec<StageRunner>,
+    reporter: Option<StageRunner>,
+    invoker: Option<Invoker>,
+    stop: Arc<AtomicBool>,
+    abort: Arc<AtomicBool>,
+    links: Vec<Arc<LinkStats>>,
+    ingest: Arc<IngestStats>,
+    published: Arc<AtomicU64>,
+    slow_processed: Option<Arc<AtomicU64>>,
+    sink: LatencySink,
+    clock: quanta::Clock,
+    started: Instant,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a finished engine did.
+#[derive(Debug, Clone)]
+pub struct EngineReport {
+    /// Threading mode.
+    pub mode: ThreadingMode,
+    /// Per-stage latency (raw ticks; convert with [`crate::latency::ticks_to_ns`] and `clock`).
+    pub stages: Vec<StageLatency>,
+    /// Link counters.
+    pub links: Vec<LinkCounts>,
+    /// Ingest counters.
+    pub ingest: IngestCounts,
+    /// Signals published.
+    pub signals: u64,
+    /// Messages the slow lane processed (if enabled).
+    pub slow_processed: Option<u64>,
+    /// Duty cycles per thread.
+    pub threads: Vec<(String, DutyStats)>,
+    /// From start to the end of the join.
+    pub elapsed: Duration,
+    /// The clock the stages stamped with.
+    pub clock: quanta::Clock,
+}
+
+impl EngineReport {
+    /// Messages lost or thinned anywhere: laps at ingest, undecodable frames, slow-lane drops and
+    /// conflations (each counted where it happened).
+    pub fn main_path_loss(&self) -> u64 {
+        self.ingest.missed
+            + self.ingest.undecodable
+            + self
+                .links
+                .iter()
+                .filter(|l| l.policy == Policy::Backpressure)
+                .map(|l| l.dropped + l.conflated)
+                .sum::<u64>()
+    }
+}
+
+impl Engine {
+    /// Builds every stage and link (all allocation happens here and in the stages' `on_start`)
+    /// and starts them as `cfg.mode` says. In [`ThreadingMode::Invoker`] nothing runs until
+    /// [`Engine::invoke`].
+    ///
+    /// # Errors
+    /// An invalid configuration, a thread that cannot be spawned or pinned, or a stage whose
+    /// `on_start` fails. Threads already started are stopped before the error is returned.
+    pub fn start<R, W>(
+        cfg: &EngineConfig,
+        reader: RingReader<R>,
+        signals: RingWriter<W>,
+        clock: quanta::Clock,
+        hooks: ThreadHooks,
+    ) -> Result<Engine, PipelineError>
+    where
+        R: Region + Send + 'static,
+        W: Region + Send + 'static,
+    {
+        cfg.validate()?;
+        let interval = clock_ticks_per_ms(&clock)
+            .saturating_mul(cfg.report_interval.as_micros() as u64)
+            / 1000;
+        let (mut reporter, sink) = Reporter::new();
+        let mut links = Vec::new();
+        let mut make = |from: &str, to: &str| {
+            let (tx, rx, stats) = link::<Event>(
+                &format!("{from}->{to}"),
+                cfg.link_capacity,
+                Policy::Backpressure,
+                0,
+            )?;
+            links.push(stats);
+            Ok::<_, PipelineError>((tx, rx))
+        };
+        let (ingest_tx, features_rx) = make("ingest", "features")?;
+        let (features_tx, inference_rx) = make("features", "inference")?;
+        let (inference_tx, health_rx) = make("inference", "health")?;
+        let (lane_tx, lane_stage, slow_processed) = match cfg.slow_lane {
+            Some(lane) => {
+                let (tx, rx, stats) = link::<Event>(
+                    "inference->forecast",
+                    lane.capacity,
+                    lane.policy,
+                    lane.overflow,
+                )?;
+                links.push(stats);
+                let processed = Arc::new(AtomicU64::new(0));
+                let stage = SlowLaneStage::new(
+                    rx,
+                    cfg.batch,
+                    clock.clone(),
+                    lane.work.as_nanos() as u64,
+                    reporter.recorder("forecast", interval)?,
+                    processed.clone(),
+                );
+                (Some(tx), Some(stage), Some(processed))
+            }
+            None => (None, None, None),
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let ingest_stats = Arc::new(IngestStats::default());
+        let published = Arc::new(AtomicU64::new(0));
+        let mut stages: Vec<(usize, Box<dyn Stage>)> = vec![
+            (
+                0,
+                Box::new(IngestStage::new(
+                    reader,
+                    ingest_tx,
+                    cfg.batch,
+                    clock.clone(),
+                    reporter.recorder("ingest", interval)?,
+                    stop.clone(),
+                    ingest_stats.clone(),
+                )),
+            ),
+            (
+                1,
+                Box::new(PassStage::new(
+                    "features",
+                    features_rx,
+                    features_tx,
+                    None,
+                    cfg.batch,
+                    clock.clone(),
+                    reporter.recorder("features", interval)?,
+                )),
+            ),
+            (
+                2,
+                Box::new(PassStage::new(
+                    "inference",
+                    inference_rx,
+                    inference_tx,
+                    lane_tx,
+                    cfg.batch,
+                    clock.clone(),
+                    reporter.recorder("inference", interval)?,
+                )),
+            ),
+        ];
+        if let Some(lane) = lane_stage {
+            stages.push((4, Box::new(lane)));
+        }
+        stages.push((
+            3,
+            Box::new(PublishStage::new(
+                health_rx,
+                signals,
+                cfg.batch,
+                clock.clone(),
+                reporter.recorder("health", interval)?,
+                published.clone(),
+            )),
+        ));
+
+        let abort = Arc::new(AtomicBool::new(false));
+        let mut engine = Engine {
+            mode: cfg.mode,
+            runners: Vec::new(),
+            reporter: None,
+            invoker: None,
+            stop,
+            abort: abort.clone(),
+            links,
+            ingest: ingest_stats,
+            published,
+            slow_processed,
+            sink,
+            clock,
+            started: Instant::now(),
+        };
+        match cfg.mode {
+            ThreadingMode::Invoker => {
+                let mut all: Vec<Box<dyn Stage>> = stages.into_iter().map(|(_, s)| s).collect();
+                all.push(Box::new(reporter));
+                let mut invoker = Invoker::new(Box::new(CompositeStage::new(all)));
+                invoker.start()?;
+                engine.invoker = Some(invoker);
+            }
+            ThreadingMode::Dedicated | ThreadingMode::Shared => {
+                // Dedicated: a thread per stage. Shared: a thread per core, unpinned stages
+                // together on one; each thread runs its stages in pipeline order.
+                let mut groups: Vec<(Option<usize>, Vec<(usize, Box<dyn Stage>)>)> = Vec::new();
+                for (i, stage) in stages {
+                    let core = cfg.stages[i].core;
+                    let slot = match cfg.mode {
+                        ThreadingMode::Shared => groups.iter().position(|(c, _)| *c == core),
+                        _ => None,
+                    };
+                    match slot {
+                        Some(g) => groups[g].1.push((i, stage)),
+                        None => groups.push((core, vec![(i, stage)])),
+                    }
+                }
+                let start = |core, group: Vec<(usize, Box<dyn Stage>)>| {
+                    // The strictest idle strategy of the group's stages (first listed wins).
+                    let idle = cfg.stages[group[0].0].idle;
+                    let stage: Box<dyn Stage> = if group.len() == 1 {
+                        group.into_iter().next().map(|(_, s)| s).expect("one stage")
+                    } else {
+                        Box::new(CompositeStage::new(
+                            group.into_iter().map(|(_, s)| s).collect(),
+                        ))
+                    };
+                    StageRunner::start(stage, core, idle, hooks, abort.clone())
+                };
+                // Downstream first, so that a consumer is polling before its producer runs.
+                for (core, group) in groups.into_iter().rev() {
+                    match start(core, group) {
+                        Ok(r) => engine.runners.push(r),
+                        Err(e) => {
+                            engine.abort_and_join();
+                            return Err(e);
+                        }
+                    }
+                }
+                match StageRunner::start(
+                    Box::new(reporter),
+                    cfg.reporter.core,
+                    cfg.reporter.idle,
+                    ThreadHooks::default(),
+                    abort.clone(),
+                ) {
+                    Ok(r) => engine.reporter = Some(r),
+                    Err(e) => {
+                        engine.abort_and_join();
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        engine.started = Instant::now();
+        Ok(engine)
+    }
+
+    fn abort_and_join(&mut self) {
+        // Relaxed: the flag carries no data; the joins below order everything after it.
+        self.abort.store(true, Ordering::Relaxed);
+        for r in self.runners.drain(..) {
+            let _ = r.join();
+        }
+        if let Some(r) = self.reporter.take() {
+            let _ = r.join();
+        }
+    }
+
+    /// The flag that stops ingest (then the rest drains and finishes): set it from a signal
+    /// handler or another thread.
+    pub fn stop_handle(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// Stops ingest; the stages behind it drain what is in flight.
+    pub fn stop(&self) {
+        // Relaxed: see `stop_handle`.
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// One duty cycle of every stage, in pipeline order (Invoker mode; 0 otherwise).
+    pub fn invoke(&mut self) -> usize {
+        self.invoker.as_mut().map_or(0, Invoker::invoke)
+    }
+
+    /// Whether every stage has finished (Invoker mode: checked directly; threaded modes: every
+    /// thread has ended).
+    pub fn is_done(&self) -> bool {
+        match &self.invoker {
+            Some(inv) => inv.is_done(),
+            None => self.runners.iter().all(StageRunner::is_finished),
+        }
+    }
+
+    /// Link counters, now.
+    pub fn links(&self) -> Vec<LinkCounts> {
+        self.links.iter().map(|l| l.counts()).collect()
+    }
+
+    /// Ingest counters, now.
+    pub fn ingest(&self) -> IngestCounts {
+        self.ingest.counts()
+    }
+
+    /// Signals published so far.
+    pub fn signals_published(&self) -> u64 {
+        // Relaxed: a counter.
+        self.published.load(Ordering::Relaxed)
+    }
+
+    /// Waits for every stage to finish (stop it first, or let the market-data writer finish)
+    /// and returns what the engine did. In Invoker mode this drives the remaining cycles.
+    ///
+    /// # Errors
+    /// A stage thread panicked, or the reporter left no totals.
+    pub fn join(mut self) -> Result<EngineReport, PipelineError> {
+        let mut threads = Vec::new();
+        if let Some(mut inv) = self.invoker.take() {
+            while !inv.is_done() {
+                inv.invoke();
+            }
+            inv.close();
+            threads.push(("invoker".to_string(), DutyStats::default()));
+        }
+        let mut failure = None;
+        for r in self.runners.drain(..) {
+            let name = r.name().to_string();
+            match r.join() {
+                Ok(stats) => threads.push((name, stats)),
+                Err(e) => failure = Some(e),
+            }
+        }
+        if let Some(r) = self.reporter.take() {
+            let name = r.name().to_string();
+            match r.join() {
+                Ok(stats) => threads.push((name, stats)),
+                Err(e) => failure = Some(e),
+            }
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let mut stages = self
+            .sink
+            .lock()
+            .ok()
+            .and_then(|mut s| s.take())
+            .ok_or_else(|| PipelineError::Internal("the reporter left no totals".into()))?;
+        stages.sort_by_key(|s| STAGES.iter().position(|n| *n == s.name));
+        Ok(EngineReport {
+            mode: self.mode,
+            stages,
+            links: self.links(),
+            ingest: self.ingest(),
+            signals: self.signals_published(),
+            slow_processed: self
+                .slow_processed
+                .as_ref()
+                .map(|p| p.load(Ordering::Relaxed)),
+            threads,
+            elapsed: self.started.elapsed(),
+            clock: self.clock.clone(),
+        })
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if !self.runners.is_empty() || self.reporter.is_some() {
+            self.stop();
+            self.abort_and_join();
+        }
+    }
+}
+
+/// The stage names in pipeline order, for reports.
+pub fn stage_order() -> &'static [&'static str] {
+    &STAGES
+}
