@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use tickpipe::engine_cmd::{ProfileInput, ProfileOptions, RunEnd, RunOptions, TailOptions};
+use tickpipe::pipeline::EngineConfig;
 use tickpipe::record::{EndReason, RecordOptions};
 use tickpipe::replay::{ReplayOptions, Speed};
 use tickpipe::shm::StartAt;
@@ -96,6 +98,62 @@ enum Command {
         #[arg(long, default_value = "max")]
         speed: Speed,
     },
+    /// Run the engine on a market-data ring until stopped (SIGINT/SIGTERM) or the writer finishes.
+    Run {
+        /// Engine profile (TOML; see tuning/profiles/).
+        #[arg(long)]
+        config: PathBuf,
+        /// Market-data ring (overrides the profile's md_ring).
+        #[arg(long)]
+        md_ring: Option<PathBuf>,
+        /// Signal ring to create (overrides the profile's signal_ring).
+        #[arg(long)]
+        signals: Option<PathBuf>,
+        /// Seconds to wait for the market-data ring to appear.
+        #[arg(long, default_value_t = 10.0)]
+        wait: f64,
+        /// Start with the oldest record still in the ring (default: new records only).
+        #[arg(long)]
+        from_oldest: bool,
+        /// Consider the writer dead when its heartbeat is older than this and its process is gone.
+        #[arg(long, default_value = "2s", value_parser = parse_duration)]
+        stale_after: Duration,
+    },
+    /// Replay into a private ring with the engine behind it; report latency per stage.
+    Profile {
+        /// Engine profile (TOML); default: all stages on one unpinned thread.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// DBN captures to replay (in order).
+        #[arg(long, conflicts_with = "generate")]
+        input: Vec<PathBuf>,
+        /// Generate this many synthetic MBO events instead.
+        #[arg(long)]
+        generate: Option<u64>,
+        /// Publish at this many events per second (coordinated-omission-corrected percentiles).
+        #[arg(long, conflicts_with = "max")]
+        rate: Option<f64>,
+        /// Publish as fast as possible (the default without --rate).
+        #[arg(long)]
+        max: bool,
+        /// Threading mode (overrides the profile).
+        #[arg(long)]
+        mode: Option<tickpipe::pipeline::ThreadingMode>,
+        /// Report folder (.hgrm per series, percentiles.svg, summary.json).
+        #[arg(long, default_value = "target/profile")]
+        out: PathBuf,
+        /// Market-data ring bytes (power of two; K/M/G); default: room for the whole input.
+        #[arg(long, value_parser = parse_size)]
+        ring_capacity: Option<usize>,
+        /// Print two earlier runs side by side with ratios (B/A) instead of running.
+        #[arg(long, num_args = 2, value_names = ["DIR_A", "DIR_B"])]
+        compare: Option<Vec<PathBuf>>,
+    },
+    /// Read an engine's signal ring.
+    Signals {
+        #[command(subcommand)]
+        command: SignalsCommand,
+    },
     /// Inspect rings.
     Ring {
         #[command(subcommand)]
@@ -115,6 +173,25 @@ enum Command {
         /// Output file (.dbn or .dbn.zst).
         #[arg(long)]
         out: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SignalsCommand {
+    /// Print signals as they are published.
+    Tail {
+        /// Signal ring file.
+        #[arg(long)]
+        ring: PathBuf,
+        /// Start with the oldest signal still held (default: new signals only).
+        #[arg(long)]
+        from_start: bool,
+        /// Stop after this many signals.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Seconds to wait for the ring to appear.
+        #[arg(long, default_value_t = 10.0)]
+        wait: f64,
     },
 }
 
@@ -152,6 +229,13 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("duration must be non-negative, got {s:?}"));
     }
     Ok(Duration::from_secs_f64(value * scale))
+}
+
+fn seconds(flag: &str, value: f64) -> Result<Duration> {
+    if !(value.is_finite() && value >= 0.0) {
+        anyhow::bail!("{flag} must be a non-negative number of seconds");
+    }
+    Ok(Duration::from_secs_f64(value))
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -260,6 +344,147 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     "tickpipe record: error: {end}; the recording ends where the writer stopped"
                 );
                 return Ok(ExitCode::from(EXIT_WRITER_DEAD));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run {
+            config,
+            md_ring,
+            signals,
+            wait,
+            from_oldest,
+            stale_after,
+        } => {
+            let stop = tickpipe::shutdown::on_signal()?;
+            let cfg = EngineConfig::load(&config)?;
+            let md_ring = md_ring.or_else(|| cfg.md_ring.clone()).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no market-data ring: give --md-ring or set md_ring in {}",
+                    config.display()
+                )
+            })?;
+            let signal_ring = signals
+                .or_else(|| cfg.signal_ring.clone())
+                .unwrap_or_else(|| tickpipe::engine_cmd::default_ring_path("signals"));
+            let opts = RunOptions {
+                config: cfg,
+                md_ring,
+                signal_ring,
+                wait: seconds("--wait", wait)?,
+                from_oldest,
+                stale_after,
+            };
+            let (end, report) = tickpipe::engine_cmd::run(&opts, &stop)?;
+            let series = tickpipe::engine_cmd::series(&report, None)?;
+            let mut out = std::io::stdout().lock();
+            tickpipe::profile_report::print_table(
+                &mut out,
+                &tickpipe::profile_report::ProfileReport {
+                    title: format!("tickpipe run: {} mode", report.mode),
+                    series,
+                    run: Vec::new(),
+                },
+            )?;
+            tickpipe::engine_cmd::print_counters(&mut out, &report)?;
+            Ok(match end {
+                RunEnd::WriterDead => ExitCode::from(EXIT_WRITER_DEAD),
+                RunEnd::Corrupt => {
+                    eprintln!(
+                        "tickpipe run: error: {}",
+                        report.ingest.fatal.as_deref().unwrap_or("ingest stopped")
+                    );
+                    ExitCode::FAILURE
+                }
+                _ if report.main_path_loss() > 0 => {
+                    eprintln!(
+                        "tickpipe run: error: {} records were lost (lapped by the writer)",
+                        report.main_path_loss()
+                    );
+                    ExitCode::from(EXIT_DATA_LOSS)
+                }
+                _ => ExitCode::SUCCESS,
+            })
+        }
+        Command::Profile {
+            config,
+            input,
+            generate,
+            rate,
+            max: _,
+            mode,
+            out,
+            ring_capacity,
+            compare,
+        } => {
+            if let Some(dirs) = compare {
+                tickpipe::profile_report::compare(
+                    &mut std::io::stdout().lock(),
+                    &dirs[0],
+                    &dirs[1],
+                )?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let stop = tickpipe::shutdown::on_signal()?;
+            let (mut cfg, config_name) = match &config {
+                Some(p) => (EngineConfig::load(p)?, p.display().to_string()),
+                None => (EngineConfig::default(), "built-in default".to_string()),
+            };
+            if let Some(m) = mode {
+                cfg.mode = m;
+                cfg.validate()?;
+            }
+            if let Some(r) = rate
+                && !(r.is_finite() && r > 0.0)
+            {
+                anyhow::bail!("--rate must be a positive number of events per second");
+            }
+            let input = if input.is_empty() {
+                ProfileInput::Generate(generate.unwrap_or(1_000_000))
+            } else {
+                ProfileInput::Captures(input)
+            };
+            let report = tickpipe::engine_cmd::profile(
+                &ProfileOptions {
+                    config: cfg,
+                    config_name,
+                    input,
+                    rate,
+                    out,
+                    ring_capacity,
+                },
+                &stop,
+            )?;
+            if report.main_path_loss() > 0 {
+                eprintln!(
+                    "tickpipe profile: error: {} events were lost on the main path (see the counters above)",
+                    report.main_path_loss()
+                );
+                return Ok(ExitCode::from(EXIT_DATA_LOSS));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Signals {
+            command:
+                SignalsCommand::Tail {
+                    ring,
+                    from_start,
+                    count,
+                    wait,
+                },
+        } => {
+            let stop = tickpipe::shutdown::on_signal()?;
+            let (_, missed) = tickpipe::engine_cmd::tail(
+                &TailOptions {
+                    ring,
+                    from_start,
+                    count,
+                    wait: seconds("--wait", wait)?,
+                },
+                &stop,
+            )?;
+            if missed > 0 {
+                eprintln!("tickpipe signals tail: error: {missed} signals were missed (lapped)");
+                return Ok(ExitCode::from(EXIT_DATA_LOSS));
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -408,19 +408,20 @@ impl EngineConfig {
         }
         if self.mode == ThreadingMode::Dedicated {
             let active = if self.slow_lane.is_some() { 5 } else { 4 };
-            for i in 0..active {
-                for j in 0..i {
-                    if let (Some(a), Some(b)) = (self.stages[i].core, self.stages[j].core)
-                        && a == b
-                    {
-                        return Err(err(
-                            format!("stages.{}.core", STAGES[i]),
-                            format!(
-                                "core {a} is already {}'s in dedicated mode (use mode = \"shared\" to share a core)",
-                                STAGES[j]
-                            ),
-                        ));
-                    }
+            let placed = STAGES.iter().zip(&self.stages).take(active);
+            for (i, (name, p)) in placed.clone().enumerate() {
+                if let Some((other, _)) = placed
+                    .clone()
+                    .take(i)
+                    .find(|(_, q)| q.core.is_some() && q.core == p.core)
+                {
+                    return Err(err(
+                        format!("stages.{name}.core"),
+                        format!(
+                            "core {} is already {other}'s in dedicated mode (use mode = \"shared\" to share a core)",
+                            p.core.unwrap_or_default()
+                        ),
+                    ));
                 }
             }
         }

@@ -24,6 +24,9 @@ use crate::stages::{
     clock_ticks_per_ms,
 };
 
+/// A stage with its index in [`STAGES`].
+type Indexed = (usize, Box<dyn Stage>);
+
 /// A running engine.
 pub struct Engine {
     mode: ThreadingMode,
@@ -150,7 +153,7 @@ impl Engine {
         let stop = Arc::new(AtomicBool::new(false));
         let ingest_stats = Arc::new(IngestStats::default());
         let published = Arc::new(AtomicU64::new(0));
-        let mut stages: Vec<(usize, Box<dyn Stage>)> = vec![
+        let mut stages: Vec<Indexed> = vec![
             (
                 0,
                 Box::new(IngestStage::new(
@@ -230,7 +233,7 @@ impl Engine {
             ThreadingMode::Dedicated | ThreadingMode::Shared => {
                 // Dedicated: a thread per stage. Shared: a thread per core, unpinned stages
                 // together on one; each thread runs its stages in pipeline order.
-                let mut groups: Vec<(Option<usize>, Vec<(usize, Box<dyn Stage>)>)> = Vec::new();
+                let mut groups: Vec<(Option<usize>, Vec<Indexed>)> = Vec::new();
                 for (i, stage) in stages {
                     let core = cfg.stages[i].core;
                     let slot = match cfg.mode {
@@ -242,7 +245,7 @@ impl Engine {
                         None => groups.push((core, vec![(i, stage)])),
                     }
                 }
-                let start = |core, group: Vec<(usize, Box<dyn Stage>)>| {
+                let start = |core, group: Vec<Indexed>| {
                     // The strictest idle strategy of the group's stages (first listed wins).
                     let idle = cfg.stages[group[0].0].idle;
                     let stage: Box<dyn Stage> = if group.len() == 1 {

@@ -218,6 +218,9 @@ impl<T: Message> std::fmt::Debug for Receiver<T> {
     }
 }
 
+/// Both ends of a link and its counters.
+pub type Link<T> = (Sender<T>, Receiver<T>, Arc<LinkStats>);
+
 /// Makes a link: every slot, table and queue is allocated here, none later.
 ///
 /// `overflow` sizes the conflation table (keys) or the drop-oldest queue (messages); it is
@@ -230,7 +233,7 @@ pub fn link<T: Message>(
     capacity: usize,
     policy: Policy,
     overflow: usize,
-) -> Result<(Sender<T>, Receiver<T>, Arc<LinkStats>), PipelineError> {
+) -> Result<Link<T>, PipelineError> {
     if capacity < 2 {
         return Err(PipelineError::config(
             format!("links.{name}.capacity"),

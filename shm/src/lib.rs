@@ -10,6 +10,8 @@
 //! and a reader never hands out a torn frame.
 #![deny(unsafe_code)]
 
+#[cfg(not(loom))]
+pub mod hotpath;
 pub mod layout;
 #[cfg(not(loom))]
 pub mod mapped;

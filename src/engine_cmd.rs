@@ -1,0 +1,644 @@
+//! The engine commands: `run` (attach to a market-data ring and run until stopped), `profile`
+//! (a replay into a private ring with the engine behind it, reported per stage), and
+//! `signals tail` (read another engine's signal ring).
+
+use std::io::Write;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use hdrhistogram::Histogram;
+use tickpipe_pipeline::latency::ticks_to_ns;
+use tickpipe_pipeline::signal::{self, SIGNAL_LEN, SIGNAL_META, Signal};
+use tickpipe_pipeline::{Engine, EngineConfig, EngineReport, ThreadHooks, ThreadingMode};
+use tickpipe_shm::mapped::{self, AttachOptions, CreateOptions, MappedRegion};
+use tickpipe_shm::ring::{WriterState, content};
+use tickpipe_shm::{ReadError, RingWriter, StartAt};
+
+use crate::capture::{Capture, MAX_DBN_RECORD};
+use crate::profile_report::{ProfileReport, Series};
+use crate::synth::{Generator, SynthConfig};
+
+/// Where a ring goes when none is named: `/dev/shm` where it exists.
+pub fn default_ring_path(name: &str) -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    let dir = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    dir.join(format!("tickpipe-{name}-{}.ring", std::process::id()))
+}
+
+/// Creates a signal ring at `path`.
+///
+/// # Errors
+/// The ring cannot be created.
+pub fn create_signal_ring(path: &Path, capacity: usize) -> Result<RingWriter<MappedRegion>> {
+    mapped::create(
+        path,
+        &CreateOptions {
+            capacity,
+            max_payload: SIGNAL_LEN,
+            content_tag: content::SIGNALS,
+            group: None,
+        },
+        &SIGNAL_META,
+    )
+    .with_context(|| format!("creating signal ring {}", path.display()))
+}
+
+/// Turns an engine report into per-stage series in nanoseconds. For paced runs,
+/// `expected_interval_ns` applies HdrHistogram's coordinated-omission correction to the end-to-end
+/// series (the uncorrected one is kept beside it): a stall of the engine delays every event
+/// published meanwhile, and those events' latencies are what the correction restores. Per-stage
+/// queue and service series are reported as measured.
+///
+/// # Errors
+/// Histogram conversion failing.
+pub fn series(report: &EngineReport, expected_interval_ns: Option<u64>) -> Result<Vec<Series>> {
+    let secs = report.elapsed.as_secs_f64().max(1e-9);
+    let correct = |h: Histogram<u64>| match expected_interval_ns {
+        Some(i) if i > 0 => h.clone_correct(i),
+        _ => h,
+    };
+    let drops_into = |stage: &str| -> u64 {
+        if stage == "ingest" {
+            return report.ingest.missed + report.ingest.undecodable;
+        }
+        report
+            .links
+            .iter()
+            .filter(|l| l.name.ends_with(&format!("->{stage}")))
+            .map(|l| l.dropped + l.conflated)
+            .sum()
+    };
+    let mut out = Vec::new();
+    let mut e2e = None;
+    for s in &report.stages {
+        let h = &s.hists;
+        let rate = h.events as f64 / secs;
+        for (kind, hist) in [("queue", &h.queue), ("service", &h.service)] {
+            out.push(Series {
+                name: format!("{}.{kind}", s.name),
+                hist: ticks_to_ns(hist, &report.clock)?,
+                events_per_s: rate,
+                drops: drops_into(&s.name),
+                overflows: h.overflows,
+            });
+        }
+        if !h.e2e.is_empty() {
+            e2e = Some((ticks_to_ns(&h.e2e, &report.clock)?, rate, h.overflows));
+        }
+    }
+    if let Some((hist, rate, overflows)) = e2e {
+        let loss = report.main_path_loss();
+        if expected_interval_ns.is_some() {
+            out.push(Series {
+                name: "end_to_end.uncorrected".into(),
+                hist: hist.clone(),
+                events_per_s: rate,
+                drops: loss,
+                overflows,
+            });
+        }
+        out.push(Series {
+            name: "end_to_end".into(),
+            hist: correct(hist),
+            events_per_s: rate,
+            drops: loss,
+            overflows,
+        });
+    }
+    Ok(out)
+}
+
+/// Prints the counters every report ends with.
+pub fn print_counters(out: &mut impl Write, report: &EngineReport) -> std::io::Result<()> {
+    let i = &report.ingest;
+    writeln!(
+        out,
+        "ingest: {} frames, {} laps ({} frames missed), {} undecodable{}",
+        i.frames,
+        i.laps,
+        i.missed,
+        i.undecodable,
+        i.fatal
+            .as_ref()
+            .map(|f| format!("; stopped: {f}"))
+            .unwrap_or_default()
+    )?;
+    for l in &report.links {
+        writeln!(
+            out,
+            "link {:<22} {:<12} cap {:>6}: pushed {} popped {} conflated {} dropped {} stalls {}",
+            l.name,
+            l.policy.to_string(),
+            l.capacity,
+            l.pushed,
+            l.popped,
+            l.conflated,
+            l.dropped,
+            l.stalls
+        )?;
+    }
+    if let Some(p) = report.slow_processed {
+        writeln!(out, "slow lane processed {p}")?;
+    }
+    writeln!(out, "signals published: {}", report.signals)?;
+    for (name, d) in &report.threads {
+        if d.cycles > 0 {
+            writeln!(
+                out,
+                "thread {name}: {} duty cycles, {:.1}% idle",
+                d.cycles,
+                100.0 * d.idle_cycles as f64 / d.cycles as f64
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Options of `tickpipe run`.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Engine profile.
+    pub config: EngineConfig,
+    /// Market-data ring.
+    pub md_ring: PathBuf,
+    /// Signal ring to create.
+    pub signal_ring: PathBuf,
+    /// How long to wait for the market-data ring.
+    pub wait: Duration,
+    /// Start at the oldest record still in the ring (default: only new ones).
+    pub from_oldest: bool,
+    /// Writer considered dead after this heartbeat age with its process gone.
+    pub stale_after: Duration,
+}
+
+/// How `run` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEnd {
+    /// The market-data writer finished and everything was processed.
+    WriterFinished,
+    /// Stopped by SIGINT/SIGTERM (drained).
+    Signal,
+    /// The writer's process died without finishing.
+    WriterDead,
+    /// Ingest stopped on a corrupt ring.
+    Corrupt,
+}
+
+/// Runs the engine on an existing market-data ring until the writer finishes, a signal arrives
+/// or the writer dies.
+///
+/// # Errors
+/// Set-up failures (ring missing or invalid, engine start-up).
+pub fn run(opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<(RunEnd, EngineReport)> {
+    if opts.config.mode == ThreadingMode::Invoker {
+        bail!("mode = \"invoker\" needs a caller to drive it; use dedicated or shared for `run`");
+    }
+    let reader = mapped::attach_wait(
+        &opts.md_ring,
+        AttachOptions {
+            start: if opts.from_oldest {
+                StartAt::Oldest
+            } else {
+                StartAt::Tail
+            },
+            read_only: false,
+        },
+        opts.wait,
+    )?;
+    let info = *reader.info();
+    ensure!(
+        info.writer.content_tag == content::DBN,
+        "{}: the ring does not carry DBN records",
+        opts.md_ring.display()
+    );
+    let (watch, _) = mapped::inspect(&opts.md_ring)?;
+    let signals = create_signal_ring(&opts.signal_ring, opts.config.signal_capacity)?;
+    let engine = Engine::start(
+        &opts.config,
+        reader,
+        signals,
+        quanta::Clock::new(),
+        ThreadHooks::default(),
+    )?;
+    eprintln!(
+        "tickpipe run: engine running ({} mode) on {} -> signals {}",
+        opts.config.mode,
+        opts.md_ring.display(),
+        opts.signal_ring.display()
+    );
+    let mut end = RunEnd::WriterFinished;
+    while !engine.is_done() {
+        std::thread::sleep(Duration::from_millis(20));
+        if stop.load(Ordering::Relaxed) {
+            end = RunEnd::Signal;
+            engine.stop();
+            break;
+        }
+        let status = tickpipe_shm::ring::writer_status(tickpipe_shm::Region::words(&watch));
+        let age = mapped::unix_now_ns().saturating_sub(status.heartbeat_ns);
+        if status.state == WriterState::Running
+            && age > opts.stale_after.as_nanos() as u64
+            && !mapped::pid_alive(info.writer.pid)
+        {
+            eprintln!(
+                "tickpipe run: the market-data writer (pid {}) is gone, heartbeat {} ms old",
+                info.writer.pid,
+                age / 1_000_000
+            );
+            end = RunEnd::WriterDead;
+            engine.stop();
+            break;
+        }
+    }
+    let report = engine.join()?;
+    if report.ingest.fatal.is_some() {
+        end = RunEnd::Corrupt;
+    }
+    Ok((end, report))
+}
+
+/// What `profile` replays.
+#[derive(Debug, Clone)]
+pub enum ProfileInput {
+    /// DBN captures, in order.
+    Captures(Vec<PathBuf>),
+    /// This many generated MBO events.
+    Generate(u64),
+}
+
+/// Options of `tickpipe profile`.
+#[derive(Debug, Clone)]
+pub struct ProfileOptions {
+    /// Engine profile.
+    pub config: EngineConfig,
+    /// Where the profile came from (for the report).
+    pub config_name: String,
+    /// Input.
+    pub input: ProfileInput,
+    /// Events per second; `None` = as fast as possible.
+    pub rate: Option<f64>,
+    /// Output folder.
+    pub out: PathBuf,
+    /// Market-data ring bytes (default: enough to hold the whole input, so that a max-speed
+    /// replay measures the engine rather than laps).
+    pub ring_capacity: Option<usize>,
+}
+
+/// Records held in memory, framed as they will be published.
+struct Records {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+fn load_records(input: &ProfileInput) -> Result<(Records, Vec<u8>)> {
+    let mut recs = Records {
+        bytes: Vec::new(),
+        ends: Vec::new(),
+    };
+    let meta;
+    match input {
+        ProfileInput::Generate(n) => {
+            ensure!(*n > 0, "--generate needs at least one event");
+            let mut g = Generator::new(&SynthConfig {
+                events: *n,
+                ..SynthConfig::default()
+            })?;
+            meta = crate::capture::encode_metadata(&g.metadata())?;
+            while let Some(r) = g.next_record() {
+                recs.bytes.extend_from_slice(r.as_ref());
+                recs.ends.push(recs.bytes.len());
+            }
+        }
+        ProfileInput::Captures(paths) => {
+            ensure!(!paths.is_empty(), "no capture given");
+            let caps = paths
+                .iter()
+                .map(|p| Capture::open(p))
+                .collect::<Result<Vec<_>, _>>()?;
+            meta = crate::capture::encode_metadata(&crate::capture::stream_metadata(&caps)?)?;
+            for mut c in caps {
+                let _ = c.visit(|rec| {
+                    recs.bytes.extend_from_slice(rec.as_ref());
+                    recs.ends.push(recs.bytes.len());
+                    ControlFlow::Continue(())
+                })?;
+            }
+        }
+    }
+    ensure!(!recs.ends.is_empty(), "the input holds no records");
+    Ok((recs, meta))
+}
+
+/// What the feeder did.
+#[derive(Debug, Clone, Copy, Default)]
+struct FeedStats {
+    published: u64,
+    elapsed: Duration,
+    late_max_ns: u64,
+    interrupted: bool,
+}
+
+fn feed(
+    mut writer: RingWriter<MappedRegion>,
+    recs: &Records,
+    rate: Option<f64>,
+    clock: &quanta::Clock,
+    stop: &AtomicBool,
+) -> FeedStats {
+    let interval_ns = rate.map(|r| 1e9 / r);
+    let start = clock.raw();
+    let mut stats = FeedStats::default();
+    let mut from = 0usize;
+    for (i, &end) in recs.ends.iter().enumerate() {
+        if let Some(iv) = interval_ns {
+            let due = (i as f64 * iv) as u64;
+            loop {
+                let now = clock.delta_as_nanos(start, clock.raw());
+                if now >= due {
+                    stats.late_max_ns = stats.late_max_ns.max(now - due);
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+        }
+        if i.is_multiple_of(4096) {
+            if stop.load(Ordering::Relaxed) {
+                stats.interrupted = true;
+                break;
+            }
+            writer.heartbeat(mapped::unix_now_ns());
+        }
+        // Records come from a capture or the generator, all within the ring's max payload.
+        let _ = writer.publish(&recs.bytes[from..end], clock.raw());
+        from = end;
+        stats.published += 1;
+    }
+    stats.elapsed = clock.delta(start, clock.raw());
+    writer.heartbeat(mapped::unix_now_ns());
+    writer.finish();
+    stats
+}
+
+/// Runs a profiling session and writes its report.
+///
+/// # Errors
+/// Set-up failures, or failing to write the report.
+pub fn profile(opts: &ProfileOptions, stop: &Arc<AtomicBool>) -> Result<EngineReport> {
+    let mode = opts.config.mode;
+    let (recs, meta) = load_records(&opts.input)?;
+    let n = recs.ends.len() as u64;
+    let md_path = default_ring_path("profile-md");
+    let sig_path = default_ring_path("profile-signals");
+    let writer = mapped::create(
+        &md_path,
+        &CreateOptions {
+            capacity: opts.ring_capacity.unwrap_or_else(|| {
+                let framed =
+                    recs.bytes.len() + recs.ends.len() * tickpipe_shm::layout::frame_len(0);
+                framed.next_power_of_two().clamp(1 << 20, 1 << 30)
+            }),
+            max_payload: MAX_DBN_RECORD,
+            ..CreateOptions::default()
+        },
+        &meta,
+    )
+    .with_context(|| format!("creating ring {}", md_path.display()))?;
+    let cleanup = || {
+        let _ = std::fs::remove_file(&md_path);
+        let _ = std::fs::remove_file(&sig_path);
+    };
+    let result = (|| {
+        let reader =
+            mapped::attach_wait(&md_path, AttachOptions::default(), Duration::from_secs(1))?;
+        let signals = create_signal_ring(&sig_path, opts.config.signal_capacity)?;
+        let clock = quanta::Clock::new();
+        let mut engine = Engine::start(
+            &opts.config,
+            reader,
+            signals,
+            clock.clone(),
+            ThreadHooks::default(),
+        )?;
+        eprintln!(
+            "profile: {n} events, {} mode, {}, config {}",
+            mode,
+            opts.rate.map_or("max speed".to_string(), |r| format!(
+                "paced at {r:.0} events/s"
+            )),
+            opts.config_name
+        );
+        let started = Instant::now();
+        let feed_stats = if mode == ThreadingMode::Invoker {
+            // The caller's thread drives the engine between publishes.
+            let mut writer = writer;
+            let mut from = 0usize;
+            let interval = opts.rate.map(|r| 1e9 / r);
+            let start = clock.raw();
+            let mut stats = FeedStats::default();
+            for (i, &end) in recs.ends.iter().enumerate() {
+                if let Some(iv) = interval {
+                    let due = (i as f64 * iv) as u64;
+                    while clock.delta_as_nanos(start, clock.raw()) < due {
+                        engine.invoke();
+                    }
+                }
+                let _ = writer.publish(&recs.bytes[from..end], clock.raw());
+                from = end;
+                stats.published += 1;
+                if i.is_multiple_of(64) {
+                    engine.invoke();
+                }
+                if i.is_multiple_of(4096) && stop.load(Ordering::Relaxed) {
+                    stats.interrupted = true;
+                    break;
+                }
+            }
+            stats.elapsed = clock.delta(start, clock.raw());
+            writer.finish();
+            stats
+        } else {
+            let feeder_core = opts.config.feeder.core;
+            let clock = clock.clone();
+            let stop = stop.clone();
+            std::thread::scope(|s| {
+                s.spawn(|| -> Result<FeedStats> {
+                    if let Some(core) = feeder_core {
+                        tickpipe_pipeline::stage::pin_current("feeder", core)?;
+                    }
+                    Ok(feed(writer, &recs, opts.rate, &clock, &stop))
+                })
+                .join()
+                .map_err(|_| anyhow::anyhow!("the feeder thread panicked"))?
+            })?
+        };
+        if feed_stats.interrupted {
+            engine.stop();
+        }
+        let report = engine.join()?;
+        let wall = started.elapsed();
+        eprintln!(
+            "feeder: {} events in {:.3} s ({:.2} M events/s){}",
+            feed_stats.published,
+            feed_stats.elapsed.as_secs_f64(),
+            feed_stats.published as f64 / feed_stats.elapsed.as_secs_f64().max(1e-9) / 1e6,
+            if opts.rate.is_some() {
+                format!(
+                    ", latest publish {:.1} us behind schedule",
+                    feed_stats.late_max_ns as f64 / 1e3
+                )
+            } else {
+                String::new()
+            }
+        );
+        let interval_ns = opts.rate.map(|r| (1e9 / r) as u64);
+        let series = series(&report, interval_ns)?;
+        let title = format!(
+            "tickpipe profile: {} events, {} mode, {}",
+            n,
+            mode,
+            opts.rate
+                .map_or("max speed".into(), |r| format!("{r:.0} events/s"))
+        );
+        let run = vec![
+            ("mode".to_string(), mode.to_string()),
+            ("config".to_string(), opts.config_name.clone()),
+            (
+                "rate".to_string(),
+                opts.rate.map_or("max".into(), |r| format!("{r:.0}")),
+            ),
+            ("events".to_string(), n.to_string()),
+            ("signals".to_string(), report.signals.to_string()),
+            ("wall_s".to_string(), format!("{:.3}", wall.as_secs_f64())),
+            (
+                "host_cores".to_string(),
+                tickpipe_pipeline::stage::available_cores()
+                    .len()
+                    .to_string(),
+            ),
+            (
+                "coordinated_omission".to_string(),
+                interval_ns.map_or("not corrected (max speed)".into(), |i| {
+                    format!("corrected, expected interval {i} ns")
+                }),
+            ),
+        ];
+        let rep = ProfileReport { title, series, run };
+        let mut stdout = std::io::stdout().lock();
+        crate::profile_report::print_table(&mut stdout, &rep)?;
+        print_counters(&mut stdout, &report)?;
+        let files = crate::profile_report::write_outputs(&opts.out, &rep)?;
+        writeln!(
+            stdout,
+            "wrote {} files to {} (summary.json, percentiles.svg, one .hgrm per series)",
+            files.len(),
+            opts.out.display()
+        )?;
+        Ok(report)
+    })();
+    cleanup();
+    result
+}
+
+/// Options of `tickpipe signals tail`.
+#[derive(Debug, Clone)]
+pub struct TailOptions {
+    /// Signal ring.
+    pub ring: PathBuf,
+    /// Start at the oldest signal still held (default: new ones only).
+    pub from_start: bool,
+    /// Stop after this many signals.
+    pub count: Option<u64>,
+    /// How long to wait for the ring.
+    pub wait: Duration,
+}
+
+/// Prints signals as they arrive; returns (signals printed, signals missed).
+///
+/// # Errors
+/// The ring is missing, not a signal ring, or corrupt; or stdout fails.
+pub fn tail(opts: &TailOptions, stop: &Arc<AtomicBool>) -> Result<(u64, u64)> {
+    let mut reader = mapped::attach_wait(
+        &opts.ring,
+        AttachOptions {
+            start: if opts.from_start {
+                StartAt::Oldest
+            } else {
+                StartAt::Tail
+            },
+            read_only: true,
+        },
+        opts.wait,
+    )?;
+    let info = *reader.info();
+    if info.writer.content_tag != content::SIGNALS {
+        bail!(
+            "{}: not a signal ring (it carries other records)",
+            opts.ring.display()
+        );
+    }
+    signal::check_meta(&reader.metadata())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", opts.ring.display()))?;
+    let mut out = std::io::stdout().lock();
+    let mut buf = [0u8; SIGNAL_LEN];
+    let (mut printed, mut idle) = (0u64, 0u32);
+    while opts.count.is_none_or(|c| printed < c) {
+        match reader.try_read(&mut buf) {
+            Ok(frame) => {
+                idle = 0;
+                let s = Signal::decode(&buf[..frame.len]).map_err(|e| {
+                    anyhow::anyhow!("{}: frame {}: {e}", opts.ring.display(), frame.seq)
+                })?;
+                let r = writeln!(
+                    out,
+                    "seq={} input_seq={} instrument={} ts_event={} price={} size={} side={} score={} forecast={} regime={} alert={}",
+                    frame.seq,
+                    s.input_seq,
+                    s.instrument_id,
+                    s.ts_event,
+                    s.price,
+                    s.size,
+                    char::from(s.side),
+                    s.score,
+                    s.forecast,
+                    s.regime,
+                    s.alert
+                );
+                if let Err(e) = r {
+                    // A closed pipe (`| head`) ends the tail quietly.
+                    if e.kind() == std::io::ErrorKind::BrokenPipe {
+                        break;
+                    }
+                    return Err(e.into());
+                }
+                printed += 1;
+            }
+            Err(ReadError::Empty) => {
+                if reader.is_finished() || stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                idle = idle.saturating_add(1);
+                if idle > 100 {
+                    std::thread::sleep(Duration::from_micros(200));
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
+            Err(ReadError::Lapped { missed }) => {
+                eprintln!(
+                    "tickpipe signals tail: WARNING: lapped by the writer, {missed} signals missed"
+                );
+            }
+            Err(e) => bail!("{}: {e}", opts.ring.display()),
+        }
+    }
+    out.flush()?;
+    Ok((printed, reader.missed()))
+}

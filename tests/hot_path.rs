@@ -1,0 +1,513 @@
+//! A running pipeline stage neither allocates nor makes syscalls.
+//!
+//! - No allocation: this binary's global allocator counts what the stage threads allocate (and
+//!   free) between entering and leaving their duty loops, armed by the engine's `ThreadHooks`,
+//!   over runs that exercise batching, back-pressure, both lossy slow-lane policies and the
+//!   histogram hand-over to the reporter (a 1 ms report interval over hundreds of milliseconds).
+//! - No syscall: the binary runs itself again as a child whose stage threads forbid themselves
+//!   every syscall (a seccomp filter) as they enter their duty loops. One syscall on the hot path,
+//!   a futex, an `mmap`, a `clock_gettime` outside the vDSO, a `sched_yield`, kills the child
+//!   with SIGSYS. A control child checks that the filter does kill.
+//!
+//! Both runs use Dedicated mode: one thread per stage, so each stage's loop is instrumented on
+//! its own. The reporter is not on the hot path (it sleeps between collections) and is left
+//! alone.
+
+use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use dbn::{FlagSet, MboMsg, RecordHeader};
+use tickpipe::pipeline::config::{Placement, SlowLane};
+use tickpipe::pipeline::signal::{SIGNAL_LEN, SIGNAL_META, Signal};
+use tickpipe::pipeline::stage::available_cores;
+use tickpipe::pipeline::{
+    Engine, EngineConfig, EngineReport, IdleStrategy, Policy, ThreadHooks, ThreadingMode,
+};
+use tickpipe::shm::hotpath::{self, CountingAlloc, FORBIDDEN_SYSCALL_SIGNAL};
+use tickpipe::shm::ring::{HeapRegion, content};
+use tickpipe::shm::{ReadError, RingReader, RingWriter, StartAt, heap_ring};
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc::new();
+
+const SYSCALL_CHILD: &str = "--syscall-child";
+const CONTROL_CHILD: &str = "--syscall-child-control";
+/// The line a child prints when the kernel will not filter syscalls.
+const SKIP: &str = "SKIP:";
+
+/// Stage threads of a run with a slow lane: ingest, features, inference, health, forecast.
+const STAGE_THREADS: usize = 5;
+/// Records published per burst; between bursts the publisher lets the engine catch up.
+const BURST: u64 = 1_000;
+/// How far ingest may fall behind the publisher, far below what the 8 MiB ring holds (about
+/// 100 000 records): the runs must lose nothing.
+const MAX_LAG: u64 = 4 * BURST;
+const REPORT_INTERVAL: Duration = Duration::from_millis(1);
+/// Slow-lane work per message: slow enough that bursts overflow the lane and its policy acts.
+const LANE_WORK: Duration = Duration::from_micros(20);
+
+fn main() {
+    match std::env::args().nth(1).as_deref() {
+        Some(SYSCALL_CHILD) => syscall_child(),
+        Some(CONTROL_CHILD) => control_child(),
+        _ => {}
+    }
+    allocation_counter_is_live();
+    no_allocation(Policy::ConflateLatest, 200_000);
+    no_allocation(Policy::DropOldest, 100_000);
+    no_syscalls();
+    println!("hot_path: all checks passed");
+}
+
+fn mbo(i: u64) -> MboMsg {
+    let instrument = (i % 7) as u32 + 1;
+    MboMsg {
+        hd: RecordHeader::new::<MboMsg>(dbn::rtype::MBO, 1, instrument, 1_000_000 + i * 10),
+        order_id: i,
+        price: 4_500_000_000_000 + (i as i64 % 40) * 250_000_000,
+        size: (i % 13) as u32 + 1,
+        flags: FlagSet::empty(),
+        channel_id: 0,
+        action: b"ACMT"[(i % 4) as usize] as _,
+        side: b"AB"[(i % 2) as usize] as _,
+        ts_recv: 1_000_005 + i * 10,
+        ts_in_delta: 0,
+        sequence: i as u32,
+    }
+}
+
+fn config(idle: IdleStrategy, lane: Policy) -> EngineConfig {
+    EngineConfig {
+        mode: ThreadingMode::Dedicated,
+        report_interval: REPORT_INTERVAL,
+        stages: [Placement { core: None, idle }; 5],
+        slow_lane: Some(SlowLane {
+            policy: lane,
+            capacity: 4,
+            overflow: 64,
+            work: LANE_WORK,
+        }),
+        ..EngineConfig::default()
+    }
+}
+
+type Region = Arc<HeapRegion>;
+
+/// An engine on in-process rings, fed and drained from the calling thread.
+struct Run {
+    engine: Engine,
+    md: RingWriter<Region>,
+    signals: RingReader<Region>,
+    clock: quanta::Clock,
+    published: u64,
+    read: u64,
+}
+
+impl Run {
+    fn start(cfg: &EngineConfig, hooks: ThreadHooks) -> Self {
+        let (md, md_info) = heap_ring(8 << 20, 1024, b"DBN", content::DBN).expect("md ring");
+        let (sig, sig_info) =
+            heap_ring(8 << 20, SIGNAL_LEN, &SIGNAL_META, content::SIGNALS).expect("signal ring");
+        let signals = RingReader::new(sig.region().clone(), sig_info, StartAt::Oldest);
+        let reader = RingReader::new(md.region().clone(), md_info, StartAt::Oldest);
+        let clock = quanta::Clock::new();
+        let engine = Engine::start(cfg, reader, sig, clock.clone(), hooks).expect("engine start");
+        Self {
+            engine,
+            md,
+            signals,
+            clock,
+            published: 0,
+            read: 0,
+        }
+    }
+
+    /// Publishes `n` records in bursts, resting a report interval after each and keeping ingest
+    /// within [`MAX_LAG`], then finishes the ring.
+    fn publish(&mut self, n: u64, deadline: Instant) {
+        while self.published < n {
+            let end = (self.published + BURST).min(n);
+            for i in self.published..end {
+                self.md
+                    .publish(mbo(i).as_ref(), self.clock.raw())
+                    .expect("publish");
+            }
+            self.published = end;
+            std::thread::sleep(REPORT_INTERVAL);
+            loop {
+                drain(&mut self.signals, &mut self.read);
+                let ingest = self.engine.ingest();
+                assert!(
+                    ingest.missed == 0 && ingest.undecodable == 0 && ingest.fatal.is_none(),
+                    "ingest lost data: {ingest:?}"
+                );
+                if self.published - ingest.frames <= MAX_LAG {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{}", self.state("timed out"));
+                std::thread::yield_now();
+            }
+        }
+        self.md.finish();
+    }
+
+    fn state(&self, what: &str) -> String {
+        format!(
+            "{what}: published {}, ingested {}, signals published {}, signals read {}, links {:?}",
+            self.published,
+            self.engine.ingest().frames,
+            self.engine.signals_published(),
+            self.read,
+            self.engine.links()
+        )
+    }
+}
+
+/// Reads every signal available, checking each answers the next input in order.
+fn drain(signals: &mut RingReader<Region>, read: &mut u64) {
+    let mut buf = [0u8; SIGNAL_LEN];
+    loop {
+        match signals.try_read(&mut buf) {
+            Ok(_) => {
+                let s = Signal::decode(&buf).expect("a valid signal");
+                assert_eq!(s.input_seq, *read, "signals arrive in input order");
+                *read += 1;
+            }
+            Err(ReadError::Empty) => return,
+            Err(e) => panic!("signal ring: {e}"),
+        }
+    }
+}
+
+/// The counter sees an armed thread's allocation, and only an armed thread's: without this a
+/// dead counter would pass the real check.
+fn allocation_counter_is_live() {
+    hotpath::reset_armed_counts();
+    std::thread::spawn(|| {
+        hotpath::arm();
+        let v = std::hint::black_box(Vec::<u64>::with_capacity(100));
+        hotpath::disarm();
+        drop(v);
+    })
+    .join()
+    .expect("control thread");
+    assert_eq!(
+        (hotpath::armed_allocations(), hotpath::first_armed_size()),
+        (1, Some(800)),
+        "the counter missed an armed thread's allocation"
+    );
+    hotpath::reset_armed_counts();
+    std::thread::spawn(|| drop(std::hint::black_box(Vec::<u64>::with_capacity(100))))
+        .join()
+        .expect("control thread");
+    assert_eq!(
+        hotpath::armed_allocations(),
+        0,
+        "the counter counted an unarmed thread"
+    );
+    println!("hot_path: control: the allocation counter counts armed threads only");
+}
+
+static ARMED_LOOPS: AtomicUsize = AtomicUsize::new(0);
+static DISARMED_LOOPS: AtomicUsize = AtomicUsize::new(0);
+
+fn arm_loop(_: &str) {
+    hotpath::arm();
+    // Relaxed: read after the threads are joined.
+    ARMED_LOOPS.fetch_add(1, Ordering::Relaxed);
+}
+
+fn disarm_loop(_: &str) {
+    DISARMED_LOOPS.fetch_add(1, Ordering::Relaxed);
+    hotpath::disarm();
+}
+
+fn no_allocation(policy: Policy, n: u64) {
+    // A spinning thread per stage plus the publisher need a core each; with fewer, yielding
+    // (a syscall, but no allocation) lets the run finish in reasonable time.
+    let idle = if available_cores().len() > STAGE_THREADS {
+        IdleStrategy::BusySpin
+    } else {
+        IdleStrategy::Yielding
+    };
+    let cfg = config(idle, policy);
+    let hooks = ThreadHooks {
+        loop_entered: Some(arm_loop),
+        loop_exited: Some(disarm_loop),
+    };
+    hotpath::reset_armed_counts();
+    ARMED_LOOPS.store(0, Ordering::Relaxed);
+    DISARMED_LOOPS.store(0, Ordering::Relaxed);
+
+    let mut run = Run::start(&cfg, hooks);
+    run.publish(n, Instant::now() + Duration::from_secs(120));
+    let Run {
+        engine,
+        mut signals,
+        mut read,
+        ..
+    } = run;
+    let report = engine.join().expect("engine join");
+    drain(&mut signals, &mut read);
+
+    let (allocs, frees) = (hotpath::armed_allocations(), hotpath::armed_deallocations());
+    assert!(
+        allocs == 0 && frees == 0,
+        "stage threads allocated {allocs} times (the first of {} bytes) and freed {frees} times \
+         inside their duty loops",
+        hotpath::first_armed_size().map_or("?".into(), |n| n.to_string())
+    );
+    // Not vacuous: every stage loop was armed, and the run did the work.
+    let loops = (
+        ARMED_LOOPS.load(Ordering::Relaxed),
+        DISARMED_LOOPS.load(Ordering::Relaxed),
+    );
+    assert_eq!(
+        loops,
+        (STAGE_THREADS, STAGE_THREADS),
+        "armed/disarmed loops"
+    );
+    let lane = check_report(&report, n, read);
+    let overflowed = match policy {
+        Policy::DropOldest => lane.dropped,
+        _ => lane.conflated,
+    };
+    assert!(overflowed > 0, "the slow lane never overflowed: {lane:?}");
+    assert!(
+        report.elapsed >= REPORT_INTERVAL * 100,
+        "the run ({:?}) was too short to hand histograms over many times",
+        report.elapsed
+    );
+    println!(
+        "hot_path: no allocation: {policy} lane, {idle:?} idle: {n} records -> {read} signals in \
+         {:?}; lane pushed {} conflated {} dropped {}; {STAGE_THREADS} armed stage loops made 0 \
+         allocations and 0 frees",
+        report.elapsed, lane.pushed, lane.conflated, lane.dropped
+    );
+}
+
+/// Checks that the engine delivered everything; returns the slow lane's counters.
+fn check_report(report: &EngineReport, n: u64, read: u64) -> tickpipe::pipeline::link::LinkCounts {
+    assert_eq!((report.signals, read), (n, n), "signals published and read");
+    assert_eq!(report.ingest.frames, n);
+    assert_eq!(report.main_path_loss(), 0);
+    let lane = report
+        .links
+        .iter()
+        .find(|l| l.name == "inference->forecast")
+        .expect("the slow lane's link")
+        .clone();
+    assert_eq!(
+        lane.pushed + lane.conflated + lane.dropped,
+        n,
+        "every message offered to the lane is accounted for: {lane:?}"
+    );
+    assert_eq!(report.slow_processed, Some(lane.pushed));
+    for stage in &report.stages {
+        let want = if stage.name == "forecast" {
+            lane.pushed
+        } else {
+            n
+        };
+        assert_eq!(
+            stage.hists.events, want,
+            "{} recorded every event",
+            stage.name
+        );
+    }
+    assert_eq!(report.stages.len(), STAGE_THREADS);
+    lane
+}
+
+fn child(flag: &str) -> Output {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    Command::new(exe)
+        .arg(flag)
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawn the child")
+}
+
+fn show(out: &Output) -> String {
+    format!(
+        "status: {}\n--- stdout\n{}--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn skip_reason(out: &Output) -> Option<String> {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().find(|l| l.starts_with(SKIP))?;
+    Some(line.trim_start_matches(SKIP).trim().to_string())
+}
+
+fn no_syscalls() {
+    let control = child(CONTROL_CHILD);
+    if let Some(why) = skip_reason(&control) {
+        println!("hot_path: no syscall: SKIPPED: {why}");
+        return;
+    }
+    assert_eq!(
+        control.status.signal(),
+        Some(FORBIDDEN_SYSCALL_SIGNAL),
+        "control: a thread that forbade itself syscalls and then slept should kill its process \
+         with SIGSYS\n{}",
+        show(&control)
+    );
+    assert!(
+        String::from_utf8_lossy(&control.stderr).contains("made syscall"),
+        "control: the SIGSYS handler did not name the syscall\n{}",
+        show(&control)
+    );
+    println!("hot_path: control: a filtered thread's syscall kills the process with SIGSYS");
+
+    let out = child(SYSCALL_CHILD);
+    if let Some(why) = skip_reason(&out) {
+        println!("hot_path: no syscall: SKIPPED: {why}");
+        return;
+    }
+    if out.status.signal() == Some(FORBIDDEN_SYSCALL_SIGNAL) {
+        panic!(
+            "a stage thread made a syscall in its duty loop (killed by SIGSYS; stderr names the \
+             syscall; run `{} {SYSCALL_CHILD}` under gdb to see where)\n{}",
+            std::env::current_exe().unwrap_or_default().display(),
+            show(&out)
+        );
+    }
+    assert!(
+        out.status.success(),
+        "the syscall-free child failed\n{}",
+        show(&out)
+    );
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        println!("hot_path: no syscall: {line}");
+    }
+}
+
+/// Installs the filter on a plain thread that then sleeps: the process must die by SIGSYS.
+fn control_child() -> ! {
+    let _ = hotpath::disable_core_dumps();
+    std::thread::spawn(|| {
+        if let Err(e) = hotpath::forbid_syscalls_on_this_thread() {
+            println!("{SKIP} the kernel will not filter syscalls: {e}");
+            std::process::exit(0);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+        println!("the filter let a sleep through");
+        std::process::exit(1);
+    });
+    std::thread::sleep(Duration::from_secs(30));
+    println!("the filtered thread neither died nor returned");
+    std::process::exit(2);
+}
+
+static FILTERED_LOOPS: AtomicUsize = AtomicUsize::new(0);
+static FINISHED_LOOPS: AtomicUsize = AtomicUsize::new(0);
+
+fn forbid_syscalls(role: &str) {
+    if let Err(e) = hotpath::forbid_syscalls_on_this_thread() {
+        println!("{SKIP} the kernel will not filter syscalls on the {role} thread: {e}");
+        std::process::exit(0);
+    }
+    // Relaxed: polled by the main thread; no data hangs on it.
+    FILTERED_LOOPS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A filtered thread can never exit (exiting is made of syscalls): it spins until the process
+/// ends.
+fn spin_forever(_: &str) {
+    FINISHED_LOOPS.fetch_add(1, Ordering::Relaxed);
+    loop {
+        std::hint::spin_loop();
+    }
+}
+
+/// Runs the pipeline with every stage thread filtered, from the first duty cycle through the
+/// drain and shutdown to the last. Ends with `exit`, never a join (the threads cannot end).
+fn syscall_child() -> ! {
+    let _ = hotpath::disable_core_dumps();
+    // A failed check must end the process rather than unwind into the engine's drop, which
+    // would wait for threads that never end.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        std::process::exit(1);
+    }));
+    let n = 50_000;
+    // No-op idling never enters the kernel; the other idle strategies would by design.
+    let cfg = config(IdleStrategy::NoOp, Policy::ConflateLatest);
+    let hooks = ThreadHooks {
+        loop_entered: Some(forbid_syscalls),
+        loop_exited: Some(spin_forever),
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut run = Run::start(&cfg, hooks);
+    run.publish(n, deadline);
+    // Every stage drains, closes its output and leaves its loop, all under the filter.
+    while FINISHED_LOOPS.load(Ordering::Relaxed) < STAGE_THREADS || !run.signals.is_finished() {
+        drain(&mut run.signals, &mut run.read);
+        assert!(Instant::now() < deadline, "{}", run.state("timed out"));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    drain(&mut run.signals, &mut run.read);
+    assert_eq!(FILTERED_LOOPS.load(Ordering::Relaxed), STAGE_THREADS);
+    assert_eq!(
+        (run.engine.signals_published(), run.read),
+        (n, n),
+        "signals published and read"
+    );
+    let ingest = run.engine.ingest();
+    assert_eq!((ingest.frames, ingest.missed), (n, 0));
+    let lane = run
+        .engine
+        .links()
+        .into_iter()
+        .find(|l| l.name == "inference->forecast")
+        .expect("the slow lane's link");
+    assert_eq!(lane.pushed + lane.conflated + lane.dropped, n, "{lane:?}");
+    // The kernel's own account: exactly the stage threads run under a filter.
+    let modes = seccomp_modes();
+    let filtered: Vec<&str> = modes
+        .iter()
+        .filter(|(_, mode)| *mode == "2")
+        .map(|(name, _)| name.as_str())
+        .collect();
+    assert_eq!(
+        filtered,
+        ["features", "forecast", "health", "inference", "ingest"],
+        "threads under a seccomp filter: {modes:?}"
+    );
+    println!(
+        "{n} records -> {} signals published and read, lane pushed {} conflated {}, through \
+         {STAGE_THREADS} stage loops that each ran start to finish under a filter that kills on \
+         any syscall",
+        run.read, lane.pushed, lane.conflated
+    );
+    std::process::exit(0);
+}
+
+/// Each thread's name and seccomp mode (`/proc/self/task/*/status`: 0 none, 2 filter).
+fn seccomp_modes() -> BTreeMap<String, String> {
+    let mut modes = BTreeMap::new();
+    for task in std::fs::read_dir("/proc/self/task").expect("/proc/self/task") {
+        let path = task.expect("a task entry").path();
+        let Ok(status) = std::fs::read_to_string(path.join("status")) else {
+            continue;
+        };
+        let field = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        modes.insert(field("Name:"), field("Seccomp:"));
+    }
+    modes
+}
