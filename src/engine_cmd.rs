@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use hdrhistogram::Histogram;
 use tickpipe_pipeline::latency::ticks_to_ns;
 use tickpipe_pipeline::signal::{self, SIGNAL_LEN, SIGNAL_META, Signal};
 use tickpipe_pipeline::{Engine, EngineConfig, EngineReport, ThreadHooks, ThreadingMode};
@@ -51,20 +50,12 @@ pub fn create_signal_ring(path: &Path, capacity: usize) -> Result<RingWriter<Map
     .with_context(|| format!("creating signal ring {}", path.display()))
 }
 
-/// Turns an engine report into per-stage series in nanoseconds. For paced runs,
-/// `expected_interval_ns` applies HdrHistogram's coordinated-omission correction to the end-to-end
-/// series (the uncorrected one is kept beside it): a stall of the engine delays every event
-/// published meanwhile, and those events' latencies are what the correction restores. Per-stage
-/// queue and service series are reported as measured.
+/// Turns an engine report into per-stage series in nanoseconds.
 ///
 /// # Errors
 /// Histogram conversion failing.
-pub fn series(report: &EngineReport, expected_interval_ns: Option<u64>) -> Result<Vec<Series>> {
+pub fn series(report: &EngineReport) -> Result<Vec<Series>> {
     let secs = report.elapsed.as_secs_f64().max(1e-9);
-    let correct = |h: Histogram<u64>| match expected_interval_ns {
-        Some(i) if i > 0 => h.clone_correct(i),
-        _ => h,
-    };
     let drops_into = |stage: &str| -> u64 {
         if stage == "ingest" {
             return report.ingest.missed + report.ingest.undecodable;
@@ -91,28 +82,16 @@ pub fn series(report: &EngineReport, expected_interval_ns: Option<u64>) -> Resul
             });
         }
         if !h.e2e.is_empty() {
-            e2e = Some((ticks_to_ns(&h.e2e, &report.clock)?, rate, h.overflows));
-        }
-    }
-    if let Some((hist, rate, overflows)) = e2e {
-        let loss = report.main_path_loss();
-        if expected_interval_ns.is_some() {
-            out.push(Series {
-                name: "end_to_end.uncorrected".into(),
-                hist: hist.clone(),
+            e2e = Some(Series {
+                name: "end_to_end".into(),
+                hist: ticks_to_ns(&h.e2e, &report.clock)?,
                 events_per_s: rate,
-                drops: loss,
-                overflows,
+                drops: report.main_path_loss(),
+                overflows: h.overflows,
             });
         }
-        out.push(Series {
-            name: "end_to_end".into(),
-            hist: correct(hist),
-            events_per_s: rate,
-            drops: loss,
-            overflows,
-        });
     }
+    out.extend(e2e);
     Ok(out)
 }
 
@@ -346,29 +325,57 @@ struct FeedStats {
     interrupted: bool,
 }
 
+/// The paced schedule in raw ticks: event `i` is due at `start + i * interval`.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    start: u64,
+    interval_ticks: f64,
+}
+
+impl Schedule {
+    fn new(clock: &quanta::Clock, rate: Option<f64>) -> Option<Self> {
+        let ticks_per_s = tickpipe_pipeline::stages::clock_ticks_per_ms(clock) as f64 * 1e3;
+        rate.map(|r| Schedule {
+            start: clock.raw(),
+            interval_ticks: ticks_per_s / r,
+        })
+    }
+
+    fn due(&self, i: usize) -> u64 {
+        self.start + (i as f64 * self.interval_ticks) as u64
+    }
+}
+
+/// Publishes every record; paced runs stamp each frame with its scheduled instant, so a late
+/// publish (the feeder itself delayed) counts in the end-to-end latency instead of hiding it:
+/// latency is measured from when the event should have arrived, which is what avoids
+/// coordinated omission.
 fn feed(
-    mut writer: RingWriter<MappedRegion>,
+    writer: &mut RingWriter<MappedRegion>,
     recs: &Records,
-    rate: Option<f64>,
+    schedule: Option<Schedule>,
     clock: &quanta::Clock,
     stop: &AtomicBool,
+    mut between: impl FnMut(),
 ) -> FeedStats {
-    let interval_ns = rate.map(|r| 1e9 / r);
     let start = clock.raw();
     let mut stats = FeedStats::default();
     let mut from = 0usize;
     for (i, &end) in recs.ends.iter().enumerate() {
-        if let Some(iv) = interval_ns {
-            let due = (i as f64 * iv) as u64;
-            loop {
-                let now = clock.delta_as_nanos(start, clock.raw());
-                if now >= due {
-                    stats.late_max_ns = stats.late_max_ns.max(now - due);
-                    break;
+        let stamp = match schedule {
+            Some(s) => {
+                let due = s.due(i);
+                let mut now = clock.raw();
+                while now < due {
+                    between();
+                    std::hint::spin_loop();
+                    now = clock.raw();
                 }
-                std::hint::spin_loop();
+                stats.late_max_ns = stats.late_max_ns.max(clock.delta_as_nanos(due, now));
+                due
             }
-        }
+            None => clock.raw(),
+        };
         if i.is_multiple_of(4096) {
             if stop.load(Ordering::Relaxed) {
                 stats.interrupted = true;
@@ -377,9 +384,12 @@ fn feed(
             writer.heartbeat(mapped::unix_now_ns());
         }
         // Records come from a capture or the generator, all within the ring's max payload.
-        let _ = writer.publish(&recs.bytes[from..end], clock.raw());
+        let _ = writer.publish(&recs.bytes[from..end], stamp);
         from = end;
         stats.published += 1;
+        if i.is_multiple_of(64) {
+            between();
+        }
     }
     stats.elapsed = clock.delta(start, clock.raw());
     writer.heartbeat(mapped::unix_now_ns());
@@ -436,44 +446,22 @@ pub fn profile(opts: &ProfileOptions, stop: &Arc<AtomicBool>) -> Result<EngineRe
             opts.config_name
         );
         let started = Instant::now();
+        let schedule = Schedule::new(&clock, opts.rate);
+        let mut writer = writer;
         let feed_stats = if mode == ThreadingMode::Invoker {
-            // The caller's thread drives the engine between publishes.
-            let mut writer = writer;
-            let mut from = 0usize;
-            let interval = opts.rate.map(|r| 1e9 / r);
-            let start = clock.raw();
-            let mut stats = FeedStats::default();
-            for (i, &end) in recs.ends.iter().enumerate() {
-                if let Some(iv) = interval {
-                    let due = (i as f64 * iv) as u64;
-                    while clock.delta_as_nanos(start, clock.raw()) < due {
-                        engine.invoke();
-                    }
-                }
-                let _ = writer.publish(&recs.bytes[from..end], clock.raw());
-                from = end;
-                stats.published += 1;
-                if i.is_multiple_of(64) {
-                    engine.invoke();
-                }
-                if i.is_multiple_of(4096) && stop.load(Ordering::Relaxed) {
-                    stats.interrupted = true;
-                    break;
-                }
-            }
-            stats.elapsed = clock.delta(start, clock.raw());
-            writer.finish();
-            stats
+            // The caller's thread drives the engine while it waits and every 64 publishes.
+            feed(&mut writer, &recs, schedule, &clock, stop, || {
+                engine.invoke();
+            })
         } else {
             let feeder_core = opts.config.feeder.core;
-            let clock = clock.clone();
-            let stop = stop.clone();
+            let (clock, stop) = (clock.clone(), stop.clone());
             std::thread::scope(|s| {
                 s.spawn(|| -> Result<FeedStats> {
                     if let Some(core) = feeder_core {
                         tickpipe_pipeline::stage::pin_current("feeder", core)?;
                     }
-                    Ok(feed(writer, &recs, opts.rate, &clock, &stop))
+                    Ok(feed(&mut writer, &recs, schedule, &clock, &stop, || {}))
                 })
                 .join()
                 .map_err(|_| anyhow::anyhow!("the feeder thread panicked"))?
@@ -498,8 +486,7 @@ pub fn profile(opts: &ProfileOptions, stop: &Arc<AtomicBool>) -> Result<EngineRe
                 String::new()
             }
         );
-        let interval_ns = opts.rate.map(|r| (1e9 / r) as u64);
-        let series = series(&report, interval_ns)?;
+        let series = series(&report)?;
         let title = format!(
             "tickpipe profile: {} events, {} mode, {}",
             n,
@@ -525,9 +512,15 @@ pub fn profile(opts: &ProfileOptions, stop: &Arc<AtomicBool>) -> Result<EngineRe
             ),
             (
                 "coordinated_omission".to_string(),
-                interval_ns.map_or("not corrected (max speed)".into(), |i| {
-                    format!("corrected, expected interval {i} ns")
-                }),
+                if opts.rate.is_some() {
+                    "avoided: latency measured from each event's scheduled publish instant".into()
+                } else {
+                    "n/a at max speed (latency measured from the actual publish)".into()
+                },
+            ),
+            (
+                "feeder_late_max_ns".to_string(),
+                feed_stats.late_max_ns.to_string(),
             ),
         ];
         let rep = ProfileReport { title, series, run };

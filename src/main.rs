@@ -130,7 +130,8 @@ enum Command {
         /// Generate this many synthetic MBO events instead.
         #[arg(long)]
         generate: Option<u64>,
-        /// Publish at this many events per second (coordinated-omission-corrected percentiles).
+        /// Publish at this many events per second; latency is measured from each event's scheduled
+        /// instant, so a stalled feeder or engine cannot hide behind coordinated omission.
         #[arg(long, conflicts_with = "max")]
         rate: Option<f64>,
         /// Publish as fast as possible (the default without --rate).
@@ -375,7 +376,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 stale_after,
             };
             let (end, report) = tickpipe::engine_cmd::run(&opts, &stop)?;
-            let series = tickpipe::engine_cmd::series(&report, None)?;
+            let series = tickpipe::engine_cmd::series(&report)?;
             let mut out = std::io::stdout().lock();
             tickpipe::profile_report::print_table(
                 &mut out,

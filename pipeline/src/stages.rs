@@ -402,7 +402,7 @@ impl<W: Region + Send> PublishStage<W> {
 }
 
 /// Raw ticks in a millisecond for `clock` (calibrated once at construction of a stage).
-pub(crate) fn clock_ticks_per_ms(clock: &quanta::Clock) -> u64 {
+pub fn clock_ticks_per_ms(clock: &quanta::Clock) -> u64 {
     // delta_as_nanos is linear in its argument: invert it on a large span for precision.
     let span = 1u64 << 40;
     let ns = clock.delta_as_nanos(0, span).max(1);
