@@ -64,12 +64,7 @@ pub fn run(opts: &DemoOptions, stop: &Arc<AtomicBool>) -> Result<()> {
             capture.display()
         );
     }
-    let shm = Path::new("/dev/shm");
-    let ring = if shm.is_dir() {
-        shm.join(format!("tickpipe-demo-{}.ring", std::process::id()))
-    } else {
-        opts.dir.join("demo.ring")
-    };
+    let ring = crate::engine_cmd::default_ring_path("demo");
     let recording = opts.dir.join("recorded.dbn.zst");
     let exe = std::env::current_exe().context("locating the tickpipe binary")?;
     let recorder = Command::new(exe)

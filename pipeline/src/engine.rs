@@ -403,8 +403,3 @@ impl Drop for Engine {
         }
     }
 }
-
-/// The stage names in pipeline order, for reports.
-pub fn stage_order() -> &'static [&'static str] {
-    &STAGES
-}

@@ -52,14 +52,6 @@ pub enum PipelineError {
         /// Why.
         why: String,
     },
-    /// A stage could not start.
-    #[error("stage {role} failed to start: {why}")]
-    StageStart {
-        /// The stage.
-        role: String,
-        /// Why.
-        why: String,
-    },
     /// Should not happen; reported rather than panicking.
     #[error("internal: {0}")]
     Internal(String),
