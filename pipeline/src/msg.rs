@@ -16,7 +16,24 @@ pub mod rtype {
     pub const MBP_10: u8 = 0x0A;
     /// Market by order.
     pub const MBO: u8 = 0xA0;
+    /// Consolidated top of book (CMBP-1).
+    pub const CMBP_1: u8 = 0xB1;
+    /// Consolidated BBO sampled every second.
+    pub const CBBO_1S: u8 = 0xC0;
+    /// Consolidated BBO sampled every minute.
+    pub const CBBO_1M: u8 = 0xC1;
+    /// Consolidated BBO on trade.
+    pub const TCBBO: u8 = 0xC2;
+    /// BBO sampled every second.
+    pub const BBO_1S: u8 = 0xC3;
+    /// BBO sampled every minute.
+    pub const BBO_1M: u8 = 0xC4;
+    /// Instrument definition.
+    pub const INSTRUMENT_DEF: u8 = 0x13;
 }
+
+/// The most events one record expands to (an MBP-10 record: one per level).
+pub const MAX_PARTS: usize = 10;
 
 /// One market-data event on the main path. Plain `Copy`; stamps in raw clock ticks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -53,9 +70,109 @@ pub struct Event {
     pub side: u8,
     /// DBN flags.
     pub flags: u8,
+    /// Index of the book level this event carries (`bid_*`/`ask_*`), for MBP / BBO records.
+    pub level: u8,
+    /// Number of levels the record carries (1 for MBP-1 / BBO, 10 for MBP-10, 0 otherwise).
+    /// An MBP-10 record travels as ten events, `level` 0 to 9; the record is complete at the
+    /// event whose `level` is `levels - 1`.
+    pub levels: u8,
+    /// Bid price of level `level` (DBN fixed point; `i64::MAX` when the level is empty).
+    pub bid_px: i64,
+    /// Ask price of level `level`.
+    pub ask_px: i64,
+    /// Bid size of level `level`.
+    pub bid_sz: u32,
+    /// Ask size of level `level`.
+    pub ask_sz: u32,
+    /// Bid order count of level `level` (0 for consolidated records).
+    pub bid_ct: u32,
+    /// Ask order count of level `level`.
+    pub ask_ct: u32,
+}
+
+impl Event {
+    /// Whether this event completes its record (always, except for the first nine parts of an
+    /// MBP-10 record).
+    #[inline]
+    pub fn completes_record(&self) -> bool {
+        self.levels <= 1 || self.level + 1 >= self.levels
+    }
+
+    /// Whether the DBN `F_LAST` flag is set (the last record of an event for its instrument).
+    #[inline]
+    pub fn is_last(&self) -> bool {
+        self.flags & 0x80 != 0
+    }
+
+    /// Whether the DBN `F_SNAPSHOT` flag is set.
+    #[inline]
+    pub fn is_snapshot(&self) -> bool {
+        self.flags & 0x20 != 0
+    }
 }
 
 impl Message for Event {
+    #[inline]
+    fn key(&self) -> u32 {
+        self.instrument_id
+    }
+    #[inline]
+    fn enqueue_ticks(&self) -> u64 {
+        self.enqueue_ticks
+    }
+    #[inline]
+    fn set_enqueue_ticks(&mut self, ticks: u64) {
+        self.enqueue_ticks = ticks;
+    }
+}
+
+/// A feature vector on the main path (features -> inference -> health): the identity and stamps
+/// of the event that completed a consistent book state, and the vector computed there.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tick {
+    /// The market-data ring's frame sequence number of the completing event.
+    pub seq: u64,
+    /// The ring writer's clock when it published that frame.
+    pub publish_ticks: u64,
+    /// When the tick was made visible on the link it last travelled.
+    pub enqueue_ticks: u64,
+    /// Exchange event time (ns since the UNIX epoch).
+    pub ts_event: u64,
+    /// Capture server receive time (ns since the UNIX epoch).
+    pub ts_recv: u64,
+    /// Instrument id.
+    pub instrument_id: u32,
+    /// Frames lost to laps just before the completing event.
+    pub missed_before: u32,
+    /// Publisher id.
+    pub publisher_id: u16,
+    /// DBN flags of the completing event.
+    pub flags: u8,
+    /// Whether the book was crossed in this state.
+    pub crossed: bool,
+    /// The feature vector, in schema order ([`crate::features::SCHEMA`]).
+    pub values: [f64; crate::features::N_FEATURES],
+}
+
+impl Default for Tick {
+    fn default() -> Self {
+        Self {
+            seq: 0,
+            publish_ticks: 0,
+            enqueue_ticks: 0,
+            ts_event: 0,
+            ts_recv: 0,
+            instrument_id: 0,
+            missed_before: 0,
+            publisher_id: 0,
+            flags: 0,
+            crossed: false,
+            values: [f64::NAN; crate::features::N_FEATURES],
+        }
+    }
+}
+
+impl Message for Tick {
     #[inline]
     fn key(&self) -> u32 {
         self.instrument_id
@@ -126,22 +243,113 @@ impl Event {
                 ev.ts_recv = u64_at(bytes, 40);
                 ev.sequence = u32_at(bytes, 52);
             }
-            rtype::MBP_0 | rtype::MBP_1 | rtype::MBP_10 => {
-                if bytes.len() < 48 {
+            rtype::MBP_0
+            | rtype::MBP_1
+            | rtype::MBP_10
+            | rtype::BBO_1S
+            | rtype::BBO_1M
+            | rtype::CMBP_1
+            | rtype::CBBO_1S
+            | rtype::CBBO_1M
+            | rtype::TCBBO => {
+                let levels = match rtype {
+                    rtype::MBP_0 => 0,
+                    rtype::MBP_10 => 10,
+                    _ => 1,
+                };
+                if bytes.len() < LEVELS_AT + levels * LEVEL_LEN {
                     return Err(DecodeError::Short);
                 }
                 ev.price = u64_at(bytes, 16) as i64;
                 ev.size = u32_at(bytes, 24);
-                ev.action = bytes[28];
+                // BBO records have no action (a reserved zero byte there).
+                ev.action = match bytes[28] {
+                    0 => b'N',
+                    a => a,
+                };
                 ev.side = bytes[29];
                 ev.flags = bytes[30];
                 ev.ts_recv = u64_at(bytes, 32);
-                ev.sequence = u32_at(bytes, 44);
+                // CMBP-1 and CBBO records keep ts_in_delta and reserved bytes where MBP keeps
+                // the sequence number.
+                ev.sequence = if matches!(rtype, rtype::MBP_0 | rtype::MBP_1 | rtype::MBP_10) {
+                    u32_at(bytes, 44)
+                } else {
+                    0
+                };
+                ev.levels = levels as u8;
+                if levels > 0 {
+                    ev.set_level(bytes, 0, rtype_has_counts(rtype));
+                }
+            }
+            rtype::INSTRUMENT_DEF => {
+                // ts_recv and min_price_increment lie at the same offsets in DBN versions 1 to 3.
+                if bytes.len() < 32 {
+                    return Err(DecodeError::Short);
+                }
+                ev.ts_recv = u64_at(bytes, 16);
+                ev.price = u64_at(bytes, 24) as i64;
+                ev.action = b'N';
             }
             _ => {}
         }
         Ok(ev)
     }
+
+    /// Decodes a record into one event per part: one for most records, one per level for
+    /// MBP-10. Returns how many of `out` were written.
+    ///
+    /// # Errors
+    /// As [`Event::decode`].
+    ///
+    /// # Panics
+    /// When `out` is shorter than [`MAX_PARTS`].
+    #[inline]
+    pub fn decode_parts(
+        bytes: &[u8],
+        seq: u64,
+        publish_ticks: u64,
+        out: &mut [Event],
+    ) -> Result<usize, DecodeError> {
+        let first = Event::decode(bytes, seq, publish_ticks)?;
+        let parts = usize::from(first.levels).max(1);
+        out[0] = first;
+        for (i, ev) in out.iter_mut().enumerate().take(parts).skip(1) {
+            *ev = first;
+            ev.set_level(bytes, i, rtype_has_counts(first.rtype));
+        }
+        Ok(parts)
+    }
+
+    #[inline]
+    fn set_level(&mut self, bytes: &[u8], i: usize, counts: bool) {
+        let at = LEVELS_AT + i * LEVEL_LEN;
+        self.level = i as u8;
+        self.bid_px = u64_at(bytes, at) as i64;
+        self.ask_px = u64_at(bytes, at + 8) as i64;
+        self.bid_sz = u32_at(bytes, at + 16);
+        self.ask_sz = u32_at(bytes, at + 20);
+        // Consolidated pairs keep publisher ids where the others keep order counts.
+        let (bid_ct, ask_ct) = if counts {
+            (u32_at(bytes, at + 24), u32_at(bytes, at + 28))
+        } else {
+            (0, 0)
+        };
+        self.bid_ct = bid_ct;
+        self.ask_ct = ask_ct;
+    }
+}
+
+/// Offset of the first level in MBP / BBO records.
+const LEVELS_AT: usize = 48;
+/// Size of one level (`BidAskPair` / `ConsolidatedBidAskPair`).
+const LEVEL_LEN: usize = 32;
+
+fn rtype_has_counts(rtype: u8) -> bool {
+    matches!(
+        rtype,
+        rtype::MBP_1 | rtype::MBP_10 | rtype::BBO_1S | rtype::BBO_1M
+    )
 }
 
 #[cfg(test)]
@@ -225,5 +433,124 @@ mod tests {
         assert_eq!((ev.ts_recv, ev.sequence, ev.publisher_id), (2_000, 99, 1));
         assert_eq!(Event::decode(&bytes[..40], 0, 0), Err(DecodeError::Short));
         assert_eq!(Event::decode(&bytes[..8], 0, 0), Err(DecodeError::Short));
+    }
+
+    #[test]
+    fn level_and_definition_offsets_match_dbn() {
+        use dbn::{
+            BboMsg, BidAskPair, Cmbp1Msg, ConsolidatedBidAskPair, InstrumentDefMsg, Mbp10Msg,
+        };
+        assert_eq!(dbn::rtype::BBO_1S, rtype::BBO_1S);
+        assert_eq!(dbn::rtype::BBO_1M, rtype::BBO_1M);
+        assert_eq!(dbn::rtype::CMBP_1, rtype::CMBP_1);
+        assert_eq!(dbn::rtype::CBBO_1S, rtype::CBBO_1S);
+        assert_eq!(dbn::rtype::CBBO_1M, rtype::CBBO_1M);
+        assert_eq!(dbn::rtype::TCBBO, rtype::TCBBO);
+        assert_eq!(dbn::rtype::INSTRUMENT_DEF, rtype::INSTRUMENT_DEF);
+        assert_eq!(offset_of!(Mbp1Msg, levels), LEVELS_AT);
+        assert_eq!(offset_of!(Mbp10Msg, levels), LEVELS_AT);
+        assert_eq!(offset_of!(BboMsg, levels), LEVELS_AT);
+        assert_eq!(offset_of!(Cmbp1Msg, levels), LEVELS_AT);
+        assert_eq!(std::mem::size_of::<BidAskPair>(), LEVEL_LEN);
+        assert_eq!(std::mem::size_of::<ConsolidatedBidAskPair>(), LEVEL_LEN);
+        assert_eq!(
+            (
+                offset_of!(BidAskPair, bid_px),
+                offset_of!(BidAskPair, ask_px),
+                offset_of!(BidAskPair, bid_sz),
+                offset_of!(BidAskPair, ask_sz),
+                offset_of!(BidAskPair, bid_ct),
+                offset_of!(BidAskPair, ask_ct)
+            ),
+            (0, 8, 16, 20, 24, 28)
+        );
+        assert_eq!(
+            (
+                offset_of!(ConsolidatedBidAskPair, bid_px),
+                offset_of!(ConsolidatedBidAskPair, ask_px),
+                offset_of!(ConsolidatedBidAskPair, bid_sz),
+                offset_of!(ConsolidatedBidAskPair, ask_sz)
+            ),
+            (0, 8, 16, 20)
+        );
+        assert_eq!(
+            (
+                offset_of!(BboMsg, price),
+                offset_of!(BboMsg, size),
+                offset_of!(BboMsg, side),
+                offset_of!(BboMsg, flags),
+                offset_of!(BboMsg, ts_recv)
+            ),
+            (16, 24, 29, 30, 32)
+        );
+        assert_eq!(
+            (
+                offset_of!(Cmbp1Msg, price),
+                offset_of!(Cmbp1Msg, size),
+                offset_of!(Cmbp1Msg, action),
+                offset_of!(Cmbp1Msg, side),
+                offset_of!(Cmbp1Msg, flags),
+                offset_of!(Cmbp1Msg, ts_recv)
+            ),
+            (16, 24, 28, 29, 30, 32)
+        );
+        assert_eq!(offset_of!(InstrumentDefMsg, ts_recv), 16);
+        assert_eq!(offset_of!(InstrumentDefMsg, min_price_increment), 24);
+        assert_eq!(offset_of!(dbn::compat::InstrumentDefMsgV1, ts_recv), 16);
+        assert_eq!(
+            offset_of!(dbn::compat::InstrumentDefMsgV1, min_price_increment),
+            24
+        );
+        assert_eq!(
+            offset_of!(dbn::compat::InstrumentDefMsgV2, min_price_increment),
+            24
+        );
+    }
+
+    #[test]
+    fn mbp10_expands_to_one_event_per_level() {
+        use dbn::{BidAskPair, Mbp10Msg};
+        let mut msg = Mbp10Msg {
+            hd: RecordHeader::new::<Mbp10Msg>(dbn::rtype::MBP_10, 1, 9, 1_000),
+            price: 100,
+            size: 2,
+            action: b'T' as _,
+            side: b'A' as _,
+            flags: FlagSet::from(0x80),
+            depth: 0,
+            ts_recv: 2_000,
+            ts_in_delta: 0,
+            sequence: 5,
+            levels: std::array::from_fn(|_| BidAskPair::default()),
+        };
+        for (i, l) in msg.levels.iter_mut().enumerate() {
+            let i = i as i64;
+            *l = BidAskPair {
+                bid_px: 100 - i,
+                ask_px: 101 + i,
+                bid_sz: 10 + i as u32,
+                ask_sz: 20 + i as u32,
+                bid_ct: 1 + i as u32,
+                ask_ct: 2 + i as u32,
+            };
+        }
+        let bytes: &[u8] = msg.as_ref();
+        let mut out = [Event::default(); MAX_PARTS];
+        assert_eq!(Event::decode_parts(bytes, 3, 4, &mut out), Ok(10));
+        for (i, ev) in out.iter().enumerate() {
+            let j = i as i64;
+            assert_eq!((ev.level, ev.levels), (i as u8, 10));
+            assert_eq!((ev.bid_px, ev.ask_px), (100 - j, 101 + j));
+            assert_eq!(
+                (ev.bid_sz, ev.ask_sz, ev.bid_ct, ev.ask_ct),
+                (10 + i as u32, 20 + i as u32, 1 + i as u32, 2 + i as u32)
+            );
+            assert_eq!((ev.price, ev.action, ev.side, ev.seq), (100, b'T', b'A', 3));
+            assert_eq!(ev.completes_record(), i == 9);
+        }
+        assert_eq!(
+            Event::decode_parts(&bytes[..200], 3, 4, &mut out),
+            Err(DecodeError::Short)
+        );
     }
 }
