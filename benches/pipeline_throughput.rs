@@ -32,8 +32,8 @@ use std::time::{Duration, Instant};
 
 use common::{MBO_LEN, pin};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use dbn::{FlagSet, MboMsg, RecordHeader};
 use tickpipe::pipeline::config::Placement;
+use tickpipe::pipeline::sample::sample_mbo;
 use tickpipe::pipeline::signal::{SIGNAL_LEN, SIGNAL_META};
 use tickpipe::pipeline::{Engine, EngineConfig, IdleStrategy, ThreadHooks, ThreadingMode};
 use tickpipe::shm::layout::frame_len;
@@ -59,23 +59,6 @@ const LIVENESS_POLLS: u32 = 1 << 16;
 type MdWriter = RingWriter<Arc<HeapRegion>>;
 type MdReader = RingReader<Arc<HeapRegion>>;
 
-/// The records the engine's own tests use: seven instruments, four actions, both sides.
-fn mbo(i: u64) -> MboMsg {
-    MboMsg {
-        hd: RecordHeader::new::<MboMsg>(dbn::rtype::MBO, 1, (i % 7) as u32 + 1, 1_000_000 + i * 10),
-        order_id: i,
-        price: 4_500_000_000_000 + (i % 40) as i64 * 250_000_000,
-        size: (i % 13) as u32 + 1,
-        flags: FlagSet::empty(),
-        channel_id: 0,
-        action: b"ACMT"[(i % 4) as usize] as _,
-        side: b"AB"[(i % 2) as usize] as _,
-        ts_recv: 1_000_005 + i * 10,
-        ts_in_delta: 0,
-        sequence: i as u32,
-    }
-}
-
 fn md_ring() -> (MdWriter, MdReader) {
     let (md, info) =
         heap_ring(MD_CAPACITY, MAX_PAYLOAD, b"DBN", content::DBN).expect("market-data ring");
@@ -87,8 +70,7 @@ fn md_ring() -> (MdWriter, MdReader) {
 /// feed handler does: the stamp is part of the publisher's cost in every case.
 fn publish_batch(md: &mut MdWriter, clock: &quanta::Clock, from: u64) {
     for i in from..from + BATCH {
-        let record = mbo(i);
-        md.publish(record.as_ref(), clock.raw())
+        md.publish(&sample_mbo(i), clock.raw())
             .expect("an MBO record fits the ring");
     }
 }

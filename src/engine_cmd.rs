@@ -124,6 +124,25 @@ pub fn print_counters(out: &mut impl Write, report: &EngineReport) -> std::io::R
             l.stalls
         )?;
     }
+    let f = &report.features;
+    let b = &f.book;
+    writeln!(
+        out,
+        "features: {} events -> {} vectors, {} trades, {} bars; book: {} crossed and {} locked of {} \
+         states, {} unknown orders, {} other book errors; windows: {} overflowed entries, {} \
+         time regressions",
+        f.events,
+        f.vectors,
+        f.trades,
+        f.bars,
+        b.crossed,
+        b.locked,
+        b.consistent,
+        b.unknown_order,
+        b.errors() - b.unknown_order,
+        f.features.window_overflow,
+        f.features.time_regressions
+    )?;
     if let Some(p) = report.slow_processed {
         writeln!(out, "slow lane processed {p}")?;
     }

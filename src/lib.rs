@@ -13,6 +13,7 @@ pub use tickpipe_shm as shm;
 pub mod capture;
 pub mod demo;
 pub mod engine_cmd;
+pub mod features_cmd;
 pub mod profile_report;
 pub mod record;
 pub mod replay;

@@ -150,6 +150,24 @@ enum Command {
         #[arg(long, num_args = 2, value_names = ["DIR_A", "DIR_B"])]
         compare: Option<Vec<PathBuf>>,
     },
+    /// Export the feature vectors the engine computes for captures (CSV or Arrow IPC).
+    Features {
+        /// DBN captures, read in order as one stream (e.g. a snapshot, then a day).
+        #[arg(required = true)]
+        captures: Vec<PathBuf>,
+        /// Output file: .csv, or .arrow / .feather / .ipc for an Arrow IPC file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Also write the 1 s and 1 min OHLCV bars here (CSV).
+        #[arg(long)]
+        bars: Option<PathBuf>,
+        /// Engine profile whose [features] table sets book sizes and windows.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Timestamp that drives the time windows: ts_recv or ts_event (overrides the profile).
+        #[arg(long)]
+        time_source: Option<tickpipe::pipeline::features::TimeSource>,
+    },
     /// Read an engine's signal ring.
     Signals {
         #[command(subcommand)]
@@ -286,6 +304,42 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 ExitCode::SUCCESS
             })
+        }
+        Command::Features {
+            captures,
+            out,
+            bars,
+            config,
+            time_source,
+        } => {
+            let mut settings = match &config {
+                Some(path) => EngineConfig::load(path)?.features,
+                None => Default::default(),
+            };
+            if let Some(t) = time_source {
+                settings.time_source = t;
+            }
+            let opts = tickpipe::features_cmd::FeaturesOptions {
+                format: tickpipe::features_cmd::Format::from_path(&out),
+                captures,
+                out,
+                bars,
+                settings,
+            };
+            let s = tickpipe::features_cmd::run(&opts)?;
+            let b = &s.counts.book;
+            println!(
+                "features: {} records -> {} vectors to {}; {} bars; {} trades; undecodable {}",
+                s.records,
+                s.rows,
+                opts.out.display(),
+                s.bars,
+                s.counts.trades,
+                s.undecodable
+            );
+            println!("book: {b:?}");
+            println!("windows: {:?}", s.counts.features);
+            Ok(ExitCode::SUCCESS)
         }
         Command::Record {
             ring,

@@ -33,7 +33,19 @@ fn profile_writes_reports_and_compares() {
     }
     let s = summary(&a);
     let e2e = &s.series["end_to_end"];
-    assert_eq!(e2e.count, 20_000);
+    // One vector (and signal) per consistent book state: per record flagged F_LAST.
+    let mut g = tickpipe::synth::Generator::new(&tickpipe::synth::SynthConfig {
+        events: 20_000,
+        ..Default::default()
+    })
+    .unwrap();
+    let mut last = 0;
+    while let Some(r) = g.next_record() {
+        last += u64::from(r.flags.is_last());
+    }
+    assert!(last > 1_000 && last < 20_000, "{last}");
+    assert_eq!(e2e.count, last);
+    assert_eq!(s.run["signals"], last.to_string());
     assert_eq!(e2e.drops, 0);
     assert!(e2e.p50 > 0 && e2e.p50 <= e2e.p99 && e2e.p99 <= e2e.max);
     assert_eq!(s.run["mode"], "shared");
@@ -60,7 +72,12 @@ fn profile_writes_reports_and_compares() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let s = summary(&b);
     assert_eq!(s.run["mode"], "invoker");
-    assert_eq!(s.series["end_to_end"].count, 5_000);
+    assert_eq!(
+        s.series["end_to_end"].count.to_string(),
+        s.run["signals"],
+        "a latency sample per signal"
+    );
+    assert!(s.series["end_to_end"].count > 1_000);
     assert!(s.run["coordinated_omission"].contains("scheduled"));
 
     let out = run(&[
@@ -248,7 +265,21 @@ fn run_beside_replay_and_signals_tail() {
     let engine = wait_output(engine, Duration::from_secs(60));
     assert!(engine.status.success(), "{}", text(&engine.stderr));
     let report = text(&engine.stdout);
-    assert!(report.contains("signals published: 30000"), "{report}");
+    // A signal per consistent book state: the records flagged F_LAST, by their input seq.
+    let expected: Vec<usize> = records(&[&capture])
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| {
+            tickpipe::pipeline::msg::Event::decode(r, 0, 0)
+                .unwrap()
+                .is_last()
+        })
+        .map(|(i, _)| i)
+        .collect();
+    assert!(
+        report.contains(&format!("signals published: {}", expected.len())),
+        "{report}"
+    );
     assert!(report.contains("0 laps"), "{report}");
     let tail = wait_output(tail, Duration::from_secs(60));
     assert!(tail.status.success(), "{}", text(&tail.stderr));
@@ -257,9 +288,9 @@ fn run_beside_replay_and_signals_tail() {
         .lines()
         .map(str::to_string)
         .collect();
-    assert_eq!(lines.len(), 30_000);
-    // In input order, one per record.
-    for (i, line) in lines.iter().enumerate().step_by(997) {
+    assert_eq!(lines.len(), expected.len());
+    // In input order, one per completed book state.
+    for (line, i) in lines.iter().zip(&expected).step_by(997) {
         assert!(line.contains(&format!(" input_seq={i} ")), "{line}");
     }
     // The same ring read with a count, and a ring that is not a signal ring.

@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use dbn::{FlagSet, MboMsg, RecordHeader};
 use tickpipe::pipeline::config::{Placement, SlowLane};
+use tickpipe::pipeline::sample::sample_mbo;
 use tickpipe::pipeline::signal::{SIGNAL_LEN, SIGNAL_META, Signal};
 use tickpipe::pipeline::stage::available_cores;
 use tickpipe::pipeline::{
@@ -61,23 +61,6 @@ fn main() {
     no_allocation(Policy::DropOldest, 100_000);
     no_syscalls();
     println!("hot_path: all checks passed");
-}
-
-fn mbo(i: u64) -> MboMsg {
-    let instrument = (i % 7) as u32 + 1;
-    MboMsg {
-        hd: RecordHeader::new::<MboMsg>(dbn::rtype::MBO, 1, instrument, 1_000_000 + i * 10),
-        order_id: i,
-        price: 4_500_000_000_000 + (i as i64 % 40) * 250_000_000,
-        size: (i % 13) as u32 + 1,
-        flags: FlagSet::empty(),
-        channel_id: 0,
-        action: b"ACMT"[(i % 4) as usize] as _,
-        side: b"AB"[(i % 2) as usize] as _,
-        ts_recv: 1_000_005 + i * 10,
-        ts_in_delta: 0,
-        sequence: i as u32,
-    }
 }
 
 fn config(idle: IdleStrategy, lane: Policy) -> EngineConfig {
@@ -133,7 +116,7 @@ impl Run {
             let end = (self.published + BURST).min(n);
             for i in self.published..end {
                 self.md
-                    .publish(mbo(i).as_ref(), self.clock.raw())
+                    .publish(&sample_mbo(i), self.clock.raw())
                     .expect("publish");
             }
             self.published = end;

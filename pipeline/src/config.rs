@@ -21,6 +21,14 @@
 //! overflow = 4096            # conflation keys, or queued messages for drop-oldest
 //! work = "0ns"               # artificial busy time per message (for tests and profiling)
 //!
+//! [features]               # order books and feature windows
+//! time_source = "ts_recv"    # ts_recv | ts_event: the clock of the time windows
+//! window_capacity = 65536    # entries per time window per instrument (overflow is counted)
+//! max_instruments = 16
+//! max_orders = 65536         # resting orders per instrument (MBO)
+//! max_levels = 4096          # price levels per side per instrument
+//! tick_size = 0.25           # used until an instrument definition gives one (optional)
+//!
 //! [reporter]
 //! idle = "sleeping:1ms"
 //!
@@ -35,6 +43,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::PipelineError;
+use crate::book::BookConfig;
+use crate::feature_engine::FeatureEngineConfig;
+use crate::features::{FeatureConfig, TimeSource};
 use crate::idle::IdleStrategy;
 use crate::link::Policy;
 use crate::stage::available_cores;
@@ -99,6 +110,54 @@ pub struct SlowLane {
     pub work: Duration,
 }
 
+/// Order book and feature sizes (the `[features]` table).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FeatureSettings {
+    /// Which timestamp drives the time windows.
+    pub time_source: TimeSource,
+    /// Entries per time window ring per instrument.
+    pub window_capacity: usize,
+    /// Instruments with a book.
+    pub max_instruments: usize,
+    /// Resting orders per instrument.
+    pub max_orders: usize,
+    /// Price levels per side per instrument.
+    pub max_levels: usize,
+    /// Tick size (DBN fixed point) used until a definition gives one.
+    pub tick_size: Option<i64>,
+}
+
+impl Default for FeatureSettings {
+    fn default() -> Self {
+        Self {
+            time_source: TimeSource::Recv,
+            window_capacity: 1 << 16,
+            max_instruments: 16,
+            max_orders: 1 << 16,
+            max_levels: 4096,
+            tick_size: None,
+        }
+    }
+}
+
+impl FeatureSettings {
+    /// The feature stage's configuration.
+    pub fn engine_config(&self) -> FeatureEngineConfig {
+        FeatureEngineConfig {
+            book: BookConfig {
+                max_instruments: self.max_instruments,
+                max_orders: self.max_orders,
+                max_levels: self.max_levels,
+            },
+            features: FeatureConfig {
+                time_source: self.time_source,
+                window_capacity: self.window_capacity,
+                default_tick_size: self.tick_size,
+            },
+        }
+    }
+}
+
 /// A validated engine configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EngineConfig {
@@ -124,6 +183,8 @@ pub struct EngineConfig {
     pub signal_ring: Option<PathBuf>,
     /// Signal ring data bytes (power of two).
     pub signal_capacity: usize,
+    /// Order books and features.
+    pub features: FeatureSettings,
 }
 
 impl Default for EngineConfig {
@@ -147,6 +208,7 @@ impl Default for EngineConfig {
             md_ring: None,
             signal_ring: None,
             signal_capacity: 16 << 20,
+            features: FeatureSettings::default(),
         }
     }
 }
@@ -166,6 +228,53 @@ struct RawConfig {
     slow_lane: Option<RawSlowLane>,
     reporter: Option<RawPlacement>,
     feeder: Option<RawPlacement>,
+    features: Option<RawFeatures>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFeatures {
+    time_source: Option<String>,
+    window_capacity: Option<usize>,
+    max_instruments: Option<usize>,
+    max_orders: Option<usize>,
+    max_levels: Option<usize>,
+    tick_size: Option<f64>,
+}
+
+fn feature_settings(raw: Option<&RawFeatures>) -> Result<FeatureSettings, PipelineError> {
+    let d = FeatureSettings::default();
+    let Some(raw) = raw else { return Ok(d) };
+    let time_source = match &raw.time_source {
+        Some(s) => s.parse().map_err(|e| err("features.time_source", e))?,
+        None => d.time_source,
+    };
+    let at_least = |field: &str, v: Option<usize>, default: usize, min: usize| match v {
+        Some(v) if v < min || v > 1 << 28 => Err(err(
+            format!("features.{field}"),
+            format!("must be between {min} and {}, got {v}", 1usize << 28),
+        )),
+        Some(v) => Ok(v),
+        None => Ok(default),
+    };
+    let tick_size = match raw.tick_size {
+        Some(t) if !(t.is_finite() && t > 0.0 && t < 1e9) => {
+            return Err(err(
+                "features.tick_size",
+                format!("must be a positive price, got {t}"),
+            ));
+        }
+        Some(t) => Some((t * 1e9).round() as i64),
+        None => d.tick_size,
+    };
+    Ok(FeatureSettings {
+        time_source,
+        window_capacity: at_least("window_capacity", raw.window_capacity, d.window_capacity, 2)?,
+        max_instruments: at_least("max_instruments", raw.max_instruments, d.max_instruments, 1)?,
+        max_orders: at_least("max_orders", raw.max_orders, d.max_orders, 1)?,
+        max_levels: at_least("max_levels", raw.max_levels, d.max_levels, 1)?,
+        tick_size,
+    })
 }
 
 #[derive(Deserialize)]
@@ -380,6 +489,7 @@ impl EngineConfig {
             md_ring: raw.md_ring,
             signal_ring: raw.signal_ring,
             signal_capacity,
+            features: feature_settings(raw.features.as_ref())?,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -499,6 +609,20 @@ mod tests {
         assert!(msg("[slow_lane]\ncapacity = 1").contains("slow_lane.capacity"));
         assert!(msg("signal_capacity = 1000").contains("signal_capacity"));
         assert!(msg("report_interval = \"0ms\"").contains("report_interval"));
+        assert!(msg("[features]\ntime_source = \"wall\"").contains("features.time_source"));
+        assert!(msg("[features]\nwindow_capacity = 1").contains("features.window_capacity"));
+        assert!(msg("[features]\nmax_orders = 0").contains("features.max_orders"));
+        assert!(msg("[features]\ntick_size = -0.25").contains("features.tick_size"));
+        assert!(msg("[features]\nticks = 1").contains("unknown field `ticks`"));
+        let f = EngineConfig::from_toml(
+            "[features]\ntime_source = \"ts_event\"\ntick_size = 0.25\nmax_instruments = 3",
+        )
+        .unwrap()
+        .features;
+        assert_eq!(
+            (f.time_source, f.tick_size, f.max_instruments),
+            (TimeSource::Event, Some(250_000_000), 3)
+        );
         let core = available_cores()[0];
         let m = msg(&format!(
             "mode = \"dedicated\"\n[stages.ingest]\ncore = {core}\n[stages.features]\ncore = {core}"

@@ -15,13 +15,14 @@ use tickpipe_shm::{Region, RingReader, RingWriter};
 
 use crate::PipelineError;
 use crate::config::{EngineConfig, STAGES, ThreadingMode};
+use crate::feature_engine::{FeatureEngine, FeatureEngineCounts};
 use crate::latency::{LatencySink, Reporter, StageLatency};
-use crate::link::{LinkCounts, LinkStats, Policy, link};
-use crate::msg::Event;
+use crate::link::{LinkCounts, LinkStats, Message, Policy, link};
+use crate::msg::{Event, Tick};
 use crate::stage::{CompositeStage, DutyStats, Invoker, Stage, StageRunner, ThreadHooks};
 use crate::stages::{
-    IngestCounts, IngestStage, IngestStats, PassStage, PublishStage, SlowLaneStage,
-    clock_ticks_per_ms,
+    FeatureStage, FeatureStats, IngestCounts, IngestStage, IngestStats, PassStage, PublishStage,
+    SlowLaneStage, clock_ticks_per_ms,
 };
 
 /// A stage with its index in [`STAGES`].
@@ -37,6 +38,7 @@ pub struct Engine {
     abort: Arc<AtomicBool>,
     links: Vec<Arc<LinkStats>>,
     ingest: Arc<IngestStats>,
+    features: Arc<FeatureStats>,
     published: Arc<AtomicU64>,
     slow_processed: Option<Arc<AtomicU64>>,
     sink: LatencySink,
@@ -63,7 +65,9 @@ pub struct EngineReport {
     pub links: Vec<LinkCounts>,
     /// Ingest counters.
     pub ingest: IngestCounts,
-    /// Signals published.
+    /// Order book and feature counters.
+    pub features: FeatureEngineCounts,
+    /// Signals published (one per feature vector).
     pub signals: u64,
     /// Messages the slow lane processed (if enabled).
     pub slow_processed: Option<u64>,
@@ -115,22 +119,23 @@ impl Engine {
             / 1000;
         let (mut reporter, sink) = Reporter::new();
         let mut links = Vec::new();
-        let mut make = |from: &str, to: &str| {
-            let (tx, rx, stats) = link::<Event>(
-                &format!("{from}->{to}"),
-                cfg.link_capacity,
-                Policy::Backpressure,
-                0,
-            )?;
-            links.push(stats);
-            Ok::<_, PipelineError>((tx, rx))
-        };
-        let (ingest_tx, features_rx) = make("ingest", "features")?;
-        let (features_tx, inference_rx) = make("features", "inference")?;
-        let (inference_tx, health_rx) = make("inference", "health")?;
+        fn main_link<M: Message>(
+            name: &str,
+            cfg: &EngineConfig,
+        ) -> Result<crate::link::Link<M>, PipelineError> {
+            link(name, cfg.link_capacity, Policy::Backpressure, 0)
+        }
+        let (ingest_tx, features_rx, stats) = main_link::<Event>("ingest->features", cfg)?;
+        links.push(stats);
+        let (features_tx, inference_rx, stats) = main_link::<Tick>("features->inference", cfg)?;
+        links.push(stats);
+        let (inference_tx, health_rx, stats) = main_link::<Tick>("inference->health", cfg)?;
+        links.push(stats);
+        let feature_engine = FeatureEngine::new(&cfg.features.engine_config())?;
+        let feature_stats = Arc::new(FeatureStats::default());
         let (lane_tx, lane_stage, slow_processed) = match cfg.slow_lane {
             Some(lane) => {
-                let (tx, rx, stats) = link::<Event>(
+                let (tx, rx, stats) = link::<Tick>(
                     "inference->forecast",
                     lane.capacity,
                     lane.policy,
@@ -168,14 +173,14 @@ impl Engine {
             ),
             (
                 1,
-                Box::new(PassStage::new(
-                    "features",
+                Box::new(FeatureStage::new(
                     features_rx,
                     features_tx,
-                    None,
+                    feature_engine,
                     cfg.batch,
                     clock.clone(),
                     reporter.recorder("features", interval)?,
+                    feature_stats.clone(),
                 )),
             ),
             (
@@ -216,6 +221,7 @@ impl Engine {
             abort: abort.clone(),
             links,
             ingest: ingest_stats,
+            features: feature_stats,
             published,
             slow_processed,
             sink,
@@ -333,6 +339,11 @@ impl Engine {
         self.ingest.counts()
     }
 
+    /// Events the feature stage has seen and vectors it has emitted so far.
+    pub fn feature_progress(&self) -> (u64, u64) {
+        self.features.progress()
+    }
+
     /// Signals published so far.
     pub fn signals_published(&self) -> u64 {
         // Relaxed: a counter.
@@ -383,6 +394,7 @@ impl Engine {
             stages,
             links: self.links(),
             ingest: self.ingest(),
+            features: self.features.last().unwrap_or_default(),
             signals: self.signals_published(),
             slow_processed: self
                 .slow_processed

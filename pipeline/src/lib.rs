@@ -6,12 +6,17 @@
 //! engine is built or in a stage's `on_start`, and the clock is read from the TSC.
 #![forbid(unsafe_code)]
 
+pub mod book;
 pub mod config;
+pub mod depth;
 pub mod engine;
+pub mod feature_engine;
+pub mod features;
 pub mod idle;
 pub mod latency;
 pub mod link;
 pub mod msg;
+pub mod sample;
 pub mod signal;
 pub mod stage;
 pub mod stages;

@@ -1,5 +1,5 @@
-//! The engine's stages. Features and inference pass events through unchanged for now; the
-//! runtime around them (links, batching, stamps, latency, shutdown) is the real one.
+//! The engine's stages. Inference passes feature vectors through unchanged until its models
+//! exist; the runtime around it (links, batching, stamps, latency, shutdown) is the real one.
 //!
 //! Every stage follows one duty cycle: take as many input messages as the output has room for
 //! (at most a batch), stamp `t0`, process, stamp `t1`, record queue wait (`t0 - enqueue`) per
@@ -13,9 +13,10 @@ use std::sync::{Arc, Mutex};
 use tickpipe_shm::{ReadError, Region, RingReader, RingWriter};
 
 use crate::PipelineError;
+use crate::feature_engine::{FeatureEngine, FeatureEngineCounts};
 use crate::latency::LatencyRecorder;
 use crate::link::{Message, Receiver, Sender};
-use crate::msg::Event;
+use crate::msg::{Event, MAX_PARTS, Tick};
 use crate::signal::Signal;
 use crate::stage::Stage;
 
@@ -63,6 +64,9 @@ pub struct IngestStage<R: Region> {
     reader: RingReader<R>,
     scratch: Vec<u8>,
     buf: Vec<Event>,
+    /// Events decoded but not yet sent (the tail of a batch whose MBP-10 records expanded to
+    /// more events than the link had room for); sent before any new frame is read.
+    carry: usize,
     out: Sender<Event>,
     clock: quanta::Clock,
     rec: LatencyRecorder,
@@ -99,7 +103,9 @@ impl<R: Region + Send> IngestStage<R> {
         Self {
             reader,
             scratch: vec![0u8; max_frame * batch.max(1)],
-            buf: vec![Event::default(); batch.max(1)],
+            // One record can expand to MAX_PARTS events (MBP-10).
+            buf: vec![Event::default(); batch.max(1) * MAX_PARTS],
+            carry: 0,
             out,
             clock,
             rec,
@@ -118,6 +124,20 @@ impl<R: Region + Send> IngestStage<R> {
         self.done = true;
         self.out.close();
         self.rec.finish();
+    }
+
+    /// Sends held events (as many as `free` allows) ahead of any new frame, stamped now.
+    fn send_carry(&mut self, free: usize) -> usize {
+        let now = self.carry.min(free);
+        if now == 0 {
+            self.out.note_stall();
+            return 0;
+        }
+        let t = self.clock.raw();
+        self.out.send(&mut self.buf[..now], t);
+        self.buf.copy_within(now..self.carry, 0);
+        self.carry -= now;
+        now
     }
 
     fn publish_counts(&self) {
@@ -148,12 +168,17 @@ impl<R: Region + Send> Stage for IngestStage<R> {
         if self.done {
             return 0;
         }
+        let free = self.out.free();
+        if self.carry > 0 {
+            // Decoded already: delivered even when stopping, so no record leaves half-sent.
+            return self.send_carry(free);
+        }
         // Relaxed: the flag carries no data; ingest only needs to see it eventually.
         if self.stop.load(Ordering::Relaxed) {
             self.finish();
             return 0;
         }
-        let room = self.out.free().min(self.buf.len());
+        let room = free.min(self.buf.len() / MAX_PARTS);
         if room == 0 {
             self.out.note_stall();
             return 0;
@@ -165,16 +190,21 @@ impl<R: Region + Send> Stage for IngestStage<R> {
             &mut self.undecodable,
             &mut self.pending_missed,
         );
-        let result =
-            self.reader.read_batch(
+        let result = self
+            .reader
+            .read_batch(
                 &mut self.scratch,
                 room,
-                |info, payload| match Event::decode(payload, info.seq, info.publish_ticks) {
-                    Ok(mut ev) => {
-                        ev.missed_before = (*pending).min(u64::from(u32::MAX)) as u32;
+                |info, payload| match Event::decode_parts(
+                    payload,
+                    info.seq,
+                    info.publish_ticks,
+                    &mut buf[n..],
+                ) {
+                    Ok(parts) => {
+                        buf[n].missed_before = (*pending).min(u64::from(u32::MAX)) as u32;
                         *pending = 0;
-                        buf[n] = ev;
-                        n += 1;
+                        n += parts;
                     }
                     Err(_) => *undecodable += 1,
                 },
@@ -187,7 +217,12 @@ impl<R: Region + Send> Stage for IngestStage<R> {
                     self.rec.queue(t0.saturating_sub(ev.publish_ticks));
                 }
                 self.rec.service(t1.saturating_sub(t0), n);
-                self.out.send(&mut self.buf[..n], t1);
+                let now = n.min(free);
+                self.out.send(&mut self.buf[..now], t1);
+                if now < n {
+                    self.buf.copy_within(now..n, 0);
+                    self.carry = n - now;
+                }
                 self.rec.maybe_ship(t1);
                 self.publish_counts();
                 frames
@@ -230,20 +265,173 @@ impl<R: Region + Send> Stage for IngestStage<R> {
     }
 }
 
-/// A stage that passes events through (features and inference until their models exist),
-/// optionally copying them onto a slow lane that never holds the main path up.
-pub struct PassStage {
-    name: &'static str,
+/// The feature stage's counters: events and vectors while running (atomics), everything once
+/// the stage has finished.
+#[derive(Debug, Default)]
+pub struct FeatureStats {
+    events: AtomicU64,
+    vectors: AtomicU64,
+    last: Mutex<Option<FeatureEngineCounts>>,
+}
+
+impl FeatureStats {
+    /// Events seen and vectors emitted so far (at most ~100 ms old).
+    pub fn progress(&self) -> (u64, u64) {
+        // Relaxed: counters.
+        (
+            self.events.load(Ordering::Relaxed),
+            self.vectors.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The full counters, once the stage has finished.
+    pub fn last(&self) -> Option<FeatureEngineCounts> {
+        self.last.lock().ok().and_then(|c| *c)
+    }
+}
+
+/// Order books and features: turns events into a feature vector ([`Tick`]) at every consistent
+/// book state (see [`crate::feature_engine`]).
+pub struct FeatureStage {
     input: Receiver<Event>,
-    out: Sender<Event>,
-    lane: Option<Sender<Event>>,
+    out: Sender<Tick>,
+    engine: FeatureEngine,
     buf: Vec<Event>,
+    ticks: Vec<Tick>,
+    clock: quanta::Clock,
+    rec: LatencyRecorder,
+    stats: Arc<FeatureStats>,
+    publish_every_ticks: u64,
+    last_publish_ticks: u64,
+    done: bool,
+}
+
+impl std::fmt::Debug for FeatureStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeatureStage").finish_non_exhaustive()
+    }
+}
+
+impl FeatureStage {
+    /// A feature stage running `engine`.
+    pub fn new(
+        input: Receiver<Event>,
+        out: Sender<Tick>,
+        engine: FeatureEngine,
+        batch: usize,
+        clock: quanta::Clock,
+        rec: LatencyRecorder,
+        stats: Arc<FeatureStats>,
+    ) -> Self {
+        let publish_every_ticks = clock_ticks_per_ms(&clock) * 100;
+        Self {
+            input,
+            out,
+            engine,
+            buf: vec![Event::default(); batch.max(1)],
+            ticks: vec![Tick::default(); batch.max(1)],
+            clock,
+            rec,
+            stats,
+            publish_every_ticks,
+            last_publish_ticks: 0,
+            done: false,
+        }
+    }
+
+    fn publish_progress(&self) {
+        let c = self.engine.counts();
+        // Relaxed: counters.
+        self.stats.events.store(c.events, Ordering::Relaxed);
+        self.stats.vectors.store(c.vectors, Ordering::Relaxed);
+    }
+
+    fn finish(&mut self) {
+        self.done = true;
+        self.engine.flush_bars(&mut |_, _| {});
+        self.out.close();
+        self.rec.finish();
+        self.publish_progress();
+        if let Ok(mut c) = self.stats.last.lock() {
+            *c = Some(self.engine.counts());
+        }
+    }
+}
+
+impl Stage for FeatureStage {
+    fn on_close(&mut self) {
+        if !self.done {
+            self.finish();
+        }
+    }
+
+    fn role_name(&self) -> &str {
+        "features"
+    }
+
+    fn on_start(&mut self) -> Result<(), PipelineError> {
+        self.buf.fill(Event::default());
+        self.ticks.fill(Tick::default());
+        Ok(())
+    }
+
+    #[inline]
+    fn do_work(&mut self) -> usize {
+        if self.done {
+            return 0;
+        }
+        let available = self.input.available();
+        if available == 0 {
+            if self.input.is_finished() {
+                self.finish();
+            }
+            return 0;
+        }
+        // At most one vector per event: room for the batch downstream bounds the batch.
+        let room = self.out.free().min(self.buf.len());
+        if room == 0 {
+            self.out.note_stall();
+            return 0;
+        }
+        let t0 = self.clock.raw();
+        let n = self.input.recv(&mut self.buf[..room.min(available)]);
+        let mut k = 0;
+        for ev in &self.buf[..n] {
+            self.rec.queue(t0.saturating_sub(ev.enqueue_ticks));
+            if self.engine.on_event(ev, &mut self.ticks[k], &mut |_, _| {}) {
+                k += 1;
+            }
+        }
+        let t1 = self.clock.raw();
+        self.rec.service(t1.saturating_sub(t0), n);
+        self.out.send(&mut self.ticks[..k], t1);
+        if t1.wrapping_sub(self.last_publish_ticks) >= self.publish_every_ticks {
+            self.last_publish_ticks = t1;
+            self.publish_progress();
+        }
+        self.rec.maybe_ship(t1);
+        n
+    }
+
+    fn is_done(&self) -> bool {
+        self.done
+    }
+}
+
+/// A stage that passes messages through (inference until its models exist), optionally copying
+/// them onto a slow lane that never holds the main path up.
+pub struct PassStage<M: Message> {
+    name: &'static str,
+    input: Receiver<M>,
+    out: Sender<M>,
+    lane: Option<Sender<M>>,
+    buf: Vec<M>,
     clock: quanta::Clock,
     rec: LatencyRecorder,
     done: bool,
 }
 
-impl std::fmt::Debug for PassStage {
+impl<M: Message> std::fmt::Debug for PassStage<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PassStage")
             .field("name", &self.name)
@@ -251,13 +439,13 @@ impl std::fmt::Debug for PassStage {
     }
 }
 
-impl PassStage {
+impl<M: Message> PassStage<M> {
     /// A pass-through stage.
     pub fn new(
         name: &'static str,
-        input: Receiver<Event>,
-        out: Sender<Event>,
-        lane: Option<Sender<Event>>,
+        input: Receiver<M>,
+        out: Sender<M>,
+        lane: Option<Sender<M>>,
         batch: usize,
         clock: quanta::Clock,
         rec: LatencyRecorder,
@@ -267,7 +455,7 @@ impl PassStage {
             input,
             out,
             lane,
-            buf: vec![Event::default(); batch.max(1)],
+            buf: vec![M::default(); batch.max(1)],
             clock,
             rec,
             done: false,
@@ -275,13 +463,13 @@ impl PassStage {
     }
 }
 
-impl Stage for PassStage {
+impl<M: Message> Stage for PassStage<M> {
     fn role_name(&self) -> &str {
         self.name
     }
 
     fn on_start(&mut self) -> Result<(), PipelineError> {
-        self.buf.fill(Event::default());
+        self.buf.fill(M::default());
         Ok(())
     }
 
@@ -337,9 +525,9 @@ impl Stage for PassStage {
 /// The last stage: publishes a [`Signal`] per event into the signal ring and records end to end
 /// latency (market-data publish to signal published).
 pub struct PublishStage<W: Region> {
-    input: Receiver<Event>,
+    input: Receiver<Tick>,
     writer: RingWriter<W>,
-    buf: Vec<Event>,
+    buf: Vec<Tick>,
     clock: quanta::Clock,
     rec: LatencyRecorder,
     published: Arc<AtomicU64>,
@@ -359,7 +547,7 @@ impl<W: Region> std::fmt::Debug for PublishStage<W> {
 impl<W: Region + Send> PublishStage<W> {
     /// A stage publishing into `writer`.
     pub fn new(
-        input: Receiver<Event>,
+        input: Receiver<Tick>,
         writer: RingWriter<W>,
         batch: usize,
         clock: quanta::Clock,
@@ -371,7 +559,7 @@ impl<W: Region + Send> PublishStage<W> {
         Self {
             input,
             writer,
-            buf: vec![Event::default(); batch.max(1)],
+            buf: vec![Tick::default(); batch.max(1)],
             clock,
             rec,
             published,
@@ -383,19 +571,23 @@ impl<W: Region + Send> PublishStage<W> {
         }
     }
 
-    /// The signal for one event (a pass-through of its identity and price for now).
+    /// The signal for one book state: its identity and the mid price (scores, regime and
+    /// alerts are filled by the stages that compute them).
     #[inline]
-    fn signal(ev: &Event) -> Signal {
+    fn signal(t: &Tick) -> Signal {
+        let mid = t.values[crate::features::MID];
         Signal {
-            publisher_id: ev.publisher_id,
-            instrument_id: ev.instrument_id,
-            ts_event: ev.ts_event,
-            input_seq: ev.seq,
-            ts_recv: ev.ts_recv,
-            price: ev.price,
-            size: ev.size,
-            side: ev.side,
-            flags: ev.flags,
+            publisher_id: t.publisher_id,
+            instrument_id: t.instrument_id,
+            ts_event: t.ts_event,
+            input_seq: t.seq,
+            ts_recv: t.ts_recv,
+            price: if mid.is_finite() {
+                (mid * 1e9).round() as i64
+            } else {
+                crate::depth::UNDEF_PRICE
+            },
+            flags: t.flags,
             ..Signal::default()
         }
     }
@@ -415,7 +607,7 @@ impl<W: Region + Send> Stage for PublishStage<W> {
     }
 
     fn on_start(&mut self) -> Result<(), PipelineError> {
-        self.buf.fill(Event::default());
+        self.buf.fill(Tick::default());
         Ok(())
     }
 
@@ -465,9 +657,9 @@ impl<W: Region + Send> Stage for PublishStage<W> {
 
 /// A slow lane (the place of the LSTM forecast): takes what its conflating or dropping link
 /// delivers and spends `work_ns` of busy time on each message.
-pub struct SlowLaneStage {
-    input: Receiver<Event>,
-    buf: Vec<Event>,
+pub struct SlowLaneStage<M: Message> {
+    input: Receiver<M>,
+    buf: Vec<M>,
     clock: quanta::Clock,
     work_ticks: u64,
     rec: LatencyRecorder,
@@ -476,16 +668,16 @@ pub struct SlowLaneStage {
     done: bool,
 }
 
-impl std::fmt::Debug for SlowLaneStage {
+impl<M: Message> std::fmt::Debug for SlowLaneStage<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SlowLaneStage").finish_non_exhaustive()
     }
 }
 
-impl SlowLaneStage {
+impl<M: Message> SlowLaneStage<M> {
     /// A lane that spends `work_ns` per message.
     pub fn new(
-        input: Receiver<Event>,
+        input: Receiver<M>,
         batch: usize,
         clock: quanta::Clock,
         work_ns: u64,
@@ -495,7 +687,7 @@ impl SlowLaneStage {
         let work_ticks = (clock_ticks_per_ms(&clock) as u128 * work_ns as u128 / 1_000_000) as u64;
         Self {
             input,
-            buf: vec![Event::default(); batch.max(1)],
+            buf: vec![M::default(); batch.max(1)],
             clock,
             work_ticks,
             rec,
@@ -506,7 +698,7 @@ impl SlowLaneStage {
     }
 }
 
-impl Stage for SlowLaneStage {
+impl<M: Message> Stage for SlowLaneStage<M> {
     fn role_name(&self) -> &str {
         "forecast"
     }
@@ -526,7 +718,8 @@ impl Stage for SlowLaneStage {
             return 0;
         }
         let t0 = self.clock.raw();
-        self.rec.queue(t0.saturating_sub(self.buf[0].enqueue_ticks));
+        self.rec
+            .queue(t0.saturating_sub(self.buf[0].enqueue_ticks()));
         while self.clock.raw().wrapping_sub(t0) < self.work_ticks {
             std::hint::spin_loop();
         }

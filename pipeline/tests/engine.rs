@@ -5,32 +5,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dbn::{FlagSet, MboMsg, RecordHeader};
 use tickpipe_pipeline::config::{Placement, SlowLane};
 use tickpipe_pipeline::latency::ticks_to_ns;
+use tickpipe_pipeline::msg::Event;
+use tickpipe_pipeline::sample::sample_mbo;
 use tickpipe_pipeline::signal::{SIGNAL_LEN, SIGNAL_META, Signal};
 use tickpipe_pipeline::{
     Engine, EngineConfig, EngineReport, IdleStrategy, Policy, ThreadHooks, ThreadingMode,
 };
 use tickpipe_shm::ring::{HeapRegion, RingInfo, content};
 use tickpipe_shm::{ReadError, RingReader, RingWriter, StartAt, heap_ring};
-
-fn mbo(i: u64) -> MboMsg {
-    let instrument = (i % 7) as u32 + 1;
-    MboMsg {
-        hd: RecordHeader::new::<MboMsg>(dbn::rtype::MBO, 1, instrument, 1_000_000 + i * 10),
-        order_id: i,
-        price: 4_500_000_000_000 + (i as i64 % 40) * 250_000_000,
-        size: (i % 13) as u32 + 1,
-        flags: FlagSet::empty(),
-        channel_id: 0,
-        action: b"ACMT"[(i % 4) as usize] as _,
-        side: b"AB"[(i % 2) as usize] as _,
-        ts_recv: 1_000_005 + i * 10,
-        ts_in_delta: 0,
-        sequence: i as u32,
-    }
-}
 
 type Ring = RingWriter<Arc<HeapRegion>>;
 
@@ -72,7 +56,7 @@ fn run(cfg: &EngineConfig, n: u64) -> (Vec<[u8; SIGNAL_LEN]>, EngineReport) {
     let mut engine =
         Engine::start(cfg, reader, sig, clock.clone(), ThreadHooks::default()).unwrap();
     for i in 0..n {
-        md.publish(mbo(i).as_ref(), clock.raw()).unwrap();
+        md.publish(&sample_mbo(i), clock.raw()).unwrap();
         if cfg.mode == ThreadingMode::Invoker && i % 5 == 0 {
             engine.invoke();
         }
@@ -92,10 +76,10 @@ fn modes_give_identical_signals() {
     // Every signal carries its input's identity, in input order.
     for (i, bytes) in invoker.iter().enumerate() {
         let s = Signal::decode(bytes).unwrap();
-        let m = mbo(i as u64);
+        let m = Event::decode(&sample_mbo(i as u64), 0, 0).unwrap();
         assert_eq!(
-            (s.input_seq, s.instrument_id, s.price, s.ts_event),
-            (i as u64, m.hd.instrument_id, m.price, m.hd.ts_event)
+            (s.input_seq, s.instrument_id, s.ts_event),
+            (i as u64, m.instrument_id, m.ts_event)
         );
     }
     let cores = tickpipe_pipeline::stage::available_cores();
@@ -153,7 +137,7 @@ fn golden_run() -> String {
     let mut engine =
         Engine::start(&cfg, reader, sig, clock.clone(), ThreadHooks::default()).unwrap();
     for i in 0..3_000u64 {
-        md.publish(mbo(i).as_ref(), clock.raw()).unwrap();
+        md.publish(&sample_mbo(i), clock.raw()).unwrap();
         mock.increment(100u64);
         if i % 5 == 4 {
             mock.increment(1_000u64);
@@ -235,7 +219,7 @@ fn stop_drains_what_ingest_read() {
         let mut i = 0u64;
         // Publish until the engine has been asked to stop, without ever finishing the ring.
         while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 5_000_000 {
-            md.publish(mbo(i).as_ref(), clock.raw()).unwrap();
+            md.publish(&sample_mbo(i), clock.raw()).unwrap();
             i += 1;
         }
         (md, i)
@@ -271,7 +255,7 @@ fn laps_are_counted_exactly() {
     )
     .unwrap();
     for i in 0..5_000u64 {
-        md.publish(mbo(i).as_ref(), 0).unwrap();
+        md.publish(&sample_mbo(i), 0).unwrap();
     }
     md.finish();
     engine.invoke();
