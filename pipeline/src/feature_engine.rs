@@ -7,7 +7,8 @@
 //! part of an MBP / BBO record with `F_LAST` (venues set it on the last record of an event). A
 //! trade (action `T` of MBO, MBP-0, MBP-1 or MBP-10 records; `F` fills are the resting side of
 //! the same trade and are not counted twice) feeds the trade features; every book or trade
-//! record counts as one event for the event rate. Instrument definitions set the tick size.
+//! record counts as one event for the event rate, except snapshot records (`F_SNAPSHOT`), which
+//! restate the book rather than report activity. Instrument definitions set the tick size.
 
 use crate::PipelineError;
 use crate::book::{BookConfig, BookCounts, Books};
@@ -128,7 +129,10 @@ impl FeatureEngine {
         }
         let ts = self.time_source.pick(ev.ts_recv, ev.ts_event);
         let state = &mut self.states[slot];
-        state.on_event(ts);
+        // Snapshot records restate the book; they are not market activity.
+        if !ev.is_snapshot() {
+            state.on_event(ts);
+        }
         let bars = &mut self.bars[slot];
         if ev.action == b'T' {
             let trade = Trade {
@@ -204,5 +208,114 @@ impl FeatureEngine {
             book: self.books.counts(),
             features,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::features::{EVENT_RATE_1S, MID, SPREAD_TICKS, TRADE_RATE_1S};
+
+    fn mbo(action: u8, side: u8, id: u64, price: i64, size: u32, flags: u8, ts: u64) -> Event {
+        Event {
+            rtype: rtype::MBO,
+            instrument_id: 7,
+            action,
+            side,
+            order_id: id,
+            price,
+            size,
+            flags,
+            ts_recv: ts,
+            ts_event: ts,
+            ..Event::default()
+        }
+    }
+
+    const LAST: u8 = 0x80;
+    const SNAP: u8 = 0x20;
+    const PX: i64 = 100_000_000_000;
+
+    #[test]
+    fn emits_at_consistent_states_only() {
+        let mut e = FeatureEngine::new(&FeatureEngineConfig::default()).unwrap();
+        let mut t = Tick::default();
+        let mut bars = 0;
+        let mut on_bar = |_: u32, _: Bar| bars += 1;
+        // A snapshot: restates the book, is not activity.
+        assert!(!e.on_event(&mbo(b'A', b'B', 1, PX, 5, SNAP, 10), &mut t, &mut on_bar));
+        assert!(e.on_event(
+            &mbo(b'A', b'A', 2, PX + 250_000_000, 5, SNAP | LAST, 10),
+            &mut t,
+            &mut on_bar
+        ));
+        assert_eq!(t.values[EVENT_RATE_1S], 0.0);
+        assert!(t.values[SPREAD_TICKS].is_nan(), "no tick size yet");
+        // A definition gives the tick size.
+        let def = Event {
+            rtype: rtype::INSTRUMENT_DEF,
+            instrument_id: 7,
+            price: 250_000_000,
+            ..Event::default()
+        };
+        assert!(!e.on_event(&def, &mut t, &mut on_bar));
+        // Without F_LAST nothing is emitted; with it, the vector reflects both records.
+        assert!(!e.on_event(
+            &mbo(b'T', b'B', 0, PX + 250_000_000, 1, 0, 20),
+            &mut t,
+            &mut on_bar
+        ));
+        assert!(e.on_event(
+            &mbo(b'C', b'A', 2, PX + 250_000_000, 1, LAST, 20),
+            &mut t,
+            &mut on_bar
+        ));
+        assert_eq!(t.values[MID], 100.125);
+        assert_eq!(t.values[SPREAD_TICKS], 1.0);
+        assert_eq!(
+            (t.values[EVENT_RATE_1S], t.values[TRADE_RATE_1S]),
+            (2.0, 1.0)
+        );
+        assert_eq!((t.ts_recv, t.instrument_id), (20, 7));
+        // MBP-10: ten parts, one vector at the last (with F_LAST).
+        let mut part = Event {
+            rtype: rtype::MBP_10,
+            instrument_id: 8,
+            levels: 10,
+            flags: LAST,
+            action: b'A',
+            bid_px: PX,
+            ask_px: PX + 250_000_000,
+            bid_sz: 3,
+            ask_sz: 4,
+            ts_recv: 30,
+            ..Event::default()
+        };
+        for level in 0..10u8 {
+            part.level = level;
+            let emitted = e.on_event(&part, &mut t, &mut on_bar);
+            assert_eq!(emitted, level == 9, "part {level}");
+        }
+        assert_eq!(t.instrument_id, 8);
+        let c = e.counts();
+        assert_eq!((c.vectors, c.trades, c.unslotted), (3, 1, 0));
+        // A trades-only record of a new instrument gets a slot for its trade features.
+        let trade = Event {
+            rtype: rtype::MBP_0,
+            instrument_id: 9,
+            action: b'T',
+            side: b'A',
+            price: PX,
+            size: 2,
+            ts_recv: 2_000_000_000,
+            ..Event::default()
+        };
+        assert!(!e.on_event(&trade, &mut t, &mut on_bar));
+        assert_eq!(e.counts().trades, 2);
+        assert!(e.books().slot(9).is_some());
+        let _ = on_bar;
+        e.flush_bars(&mut |_, _| bars += 1);
+        // Each traded instrument closes a 1 s and a 1 min bar.
+        assert_eq!(bars, 4);
     }
 }
