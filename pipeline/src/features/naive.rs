@@ -1,7 +1,13 @@
-//! A reference implementation of the feature vector: it keeps the whole history since the last
-//! reset and recomputes every feature from scratch at each book state, straight from the
-//! definitions in the [module docs](super). Slow (O(history) per book state) and allocating;
-//! for tests and offline checks of [`FeatureState`](super::FeatureState).
+//! A reference implementation of the feature vector: it keeps the history since the last reset
+//! and recomputes every feature from scratch at each book state, straight from the definitions
+//! in the [module docs](super). Slow (O(retained history) per book state) and allocating; for
+//! tests and offline checks of [`FeatureState`](super::FeatureState).
+//!
+//! History that can no longer enter any window is dropped (the clock never goes back): events
+//! older than 1 s, trades older than 60 s (the latest trade is kept for its sign), the OFI of
+//! book states older than 10 s beyond the last 100, and recorded mids before the latest one at or
+//! before `now - 60 s` (the base of the 60 s return and of the oldest return in the 60 s
+//! variance). The sums still run over exactly the entries in each window, oldest first.
 
 use super::{
     DEPTH_IMBALANCE_L1, EVENT_RATE_1S, FeatureConfig, FeatureCounts, LAST_TRADE_SIGN,
@@ -28,7 +34,12 @@ pub struct NaiveFeatures {
     counts: FeatureCounts,
     events: Vec<u64>,
     trades: Vec<TradeRecord>,
-    books: Vec<(u64, Depth)>,
+    /// The latest book state (the previous one for OFI, the quote for the tick rule).
+    last_book: Option<Depth>,
+    /// OFI of every retained book state (0 for the first since the reset).
+    flows: Vec<(u64, i128)>,
+    /// `bid + ask` of every retained recorded mid.
+    mids: Vec<(u64, i128)>,
 }
 
 /// The levels of one side that the features read.
@@ -103,7 +114,9 @@ impl NaiveFeatures {
             counts: FeatureCounts::default(),
             events: Vec::new(),
             trades: Vec::new(),
-            books: Vec::new(),
+            last_book: None,
+            flows: Vec::new(),
+            mids: Vec::new(),
         }
     }
 
@@ -130,7 +143,7 @@ impl NaiveFeatures {
         let sign = match trade.side {
             b'B' => 1,
             b'A' => -1,
-            _ => match self.books.last().and_then(|(_, d)| quote(d)) {
+            _ => match self.last_book.as_ref().and_then(quote) {
                 // Tick rule: compare 2 * price with bid + ask, exactly.
                 Some((b, a)) => {
                     let twice = 2 * i128::from(trade.price);
@@ -157,7 +170,13 @@ impl NaiveFeatures {
     ) {
         let now = self.clock(ts);
         self.counts.books += 1;
-        self.books.push((now, *depth));
+        let e = self.last_book.as_ref().map_or(0, |prev| ofi(prev, depth));
+        self.flows.push((now, e));
+        self.last_book = Some(*depth);
+        if let Some(s) = recorded_mid(depth) {
+            self.mids.push((now, s));
+        }
+        self.prune(now);
         out.fill(f64::NAN);
 
         let q = quote(depth);
@@ -191,20 +210,8 @@ impl NaiveFeatures {
             }
         }
 
-        // OFI of every book state (0 for the first), then window sums.
-        let flows: Vec<(u64, i128)> = self
-            .books
-            .iter()
-            .enumerate()
-            .map(|(i, (t, d))| {
-                let e = if i == 0 {
-                    0
-                } else {
-                    ofi(&self.books[i - 1].1, d)
-                };
-                (*t, e)
-            })
-            .collect();
+        // OFI window sums.
+        let flows = &self.flows;
         out[OFI_100EV] = flows
             .iter()
             .rev()
@@ -257,11 +264,7 @@ impl NaiveFeatures {
         }
 
         // Recorded mids, their returns, realized variance and horizon returns.
-        let mids: Vec<(u64, i128)> = self
-            .books
-            .iter()
-            .filter_map(|(t, d)| recorded_mid(d).map(|s| (*t, s)))
-            .collect();
+        let mids = &self.mids;
         let current = recorded_mid(depth);
         for (k, h) in [SECOND, 10 * SECOND, 60 * SECOND].into_iter().enumerate() {
             out[RV_1S + k] = mids
@@ -299,6 +302,38 @@ impl NaiveFeatures {
         self.counts.resets += 1;
         self.events.clear();
         self.trades.clear();
-        self.books.clear();
+        self.last_book = None;
+        self.flows.clear();
+        self.mids.clear();
+    }
+
+    /// Drops what no window can reach again (see the module docs).
+    fn prune(&mut self, now: u64) {
+        let now = i128::from(now);
+        let old = |ts: u64, width: i128| i128::from(ts) <= now - width;
+        let n = self.events.iter().take_while(|t| old(**t, SECOND)).count();
+        self.events.drain(..n);
+        let n = self
+            .trades
+            .iter()
+            .take_while(|t| old(t.ts, 60 * SECOND))
+            .count()
+            .min(self.trades.len().saturating_sub(1));
+        self.trades.drain(..n);
+        let n = self
+            .flows
+            .iter()
+            .take_while(|(t, _)| old(*t, 10 * SECOND))
+            .count()
+            .min(self.flows.len().saturating_sub(OFI_UPDATES));
+        self.flows.drain(..n);
+        // Keep the latest mid at or before now - 60 s.
+        let n = self
+            .mids
+            .iter()
+            .take_while(|(t, _)| old(*t, 60 * SECOND))
+            .count()
+            .saturating_sub(1);
+        self.mids.drain(..n);
     }
 }
