@@ -48,9 +48,17 @@ pub(super) struct Ladder {
 
 impl Ladder {
     pub(super) fn new(cap: usize, side: Side) -> Self {
+        let mut keys = Vec::with_capacity(cap);
+        let mut aggs = Vec::with_capacity(cap);
+        // Written once here so that the event loop never takes a first-touch page fault.
+        keys.resize(cap, 0);
+        aggs.resize(cap, Agg::EMPTY);
+        std::hint::black_box((&mut keys, &mut aggs));
+        keys.clear();
+        aggs.clear();
         Self {
-            keys: Vec::with_capacity(cap),
-            aggs: Vec::with_capacity(cap),
+            keys,
+            aggs,
             cap,
             flip: match side {
                 Side::Bid => 0,
@@ -141,6 +149,26 @@ impl Ladder {
             size: agg.size,
             count: agg.count,
         })
+    }
+
+    /// Writes the best `out.len()` levels (at most) to `out`, best first, and gives how many.
+    #[inline]
+    pub(super) fn top(&self, out: &mut [Level]) -> usize {
+        let n = self.keys.len().min(out.len());
+        let from = self.keys.len() - n;
+        let flip = self.flip;
+        for ((slot, &key), agg) in out
+            .iter_mut()
+            .zip(self.keys[from..].iter().rev())
+            .zip(self.aggs[from..].iter().rev())
+        {
+            *slot = Level {
+                price: key ^ flip,
+                size: agg.size,
+                count: agg.count,
+            };
+        }
+        n
     }
 
     #[cfg(test)]

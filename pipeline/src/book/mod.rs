@@ -109,7 +109,8 @@ impl BookConfig {
     /// Largest accepted total reservation ([`BookConfig::reserved_bytes`]).
     pub const MAX_BYTES: usize = 16 << 30;
 
-    /// Memory reserved for these capacities (most of it is touched only when used).
+    /// Memory reserved for these capacities. [`Books::new`] writes all of it, so that the
+    /// event loop takes no first-touch page faults: it is resident from the start.
     pub fn reserved_bytes(&self) -> usize {
         let index = self
             .max_orders
@@ -438,17 +439,17 @@ impl Book {
 
     #[inline]
     fn fill(&self, side: Side, out: &mut [Level; FEATURE_LEVELS]) -> u8 {
-        let mut n = 0;
-        for (i, slot) in out.iter_mut().enumerate() {
-            *slot = match self.level(side, i) {
-                Some(level) => {
-                    n += 1;
-                    level
-                }
-                None => Level::default(),
-            };
-        }
-        n
+        let s = side.idx();
+        let n = if let BookSource::Mbp { .. } = self.source {
+            let n = self.mbp_len[s].min(FEATURE_LEVELS);
+            out[..n].copy_from_slice(&self.mbp[s][..n]);
+            n
+        } else {
+            self.sides[s].top(out)
+        };
+        out[n..].fill(Level::default());
+        // At most FEATURE_LEVELS.
+        n as u8
     }
 
     /// The resting order `order_id` (MBO books).
@@ -599,10 +600,13 @@ impl Book {
             self.counts.zero_size += 1;
             return;
         }
-        if self.index.find(id, &self.pool).is_some() {
-            self.counts.duplicate_add += 1;
-            return;
-        }
+        let vacant = match self.index.find_or_vacant(id, &self.pool) {
+            Ok(_) => {
+                self.counts.duplicate_add += 1;
+                return;
+            }
+            Err(vacant) => vacant,
+        };
         let node = Node {
             id,
             price,
@@ -616,12 +620,18 @@ impl Book {
             self.degraded = true;
             return;
         };
+        let evictions = self.counts.level_overflow;
         let Some(pos) = self.level_for(side, price) else {
             self.pool.release(idx);
             return;
         };
         self.link_tail(side.idx(), pos, idx);
-        self.index.insert(id, idx);
+        if self.counts.level_overflow == evictions {
+            self.index.insert_at(vacant, id, idx);
+        } else {
+            // An eviction removed index entries, which may have moved the vacant slot.
+            self.index.insert(id, idx);
+        }
         self.counts.applied += 1;
     }
 
