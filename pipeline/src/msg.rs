@@ -111,20 +111,27 @@ impl Event {
     }
 }
 
-impl Message for Event {
-    #[inline]
-    fn key(&self) -> u32 {
-        self.instrument_id
-    }
-    #[inline]
-    fn enqueue_ticks(&self) -> u64 {
-        self.enqueue_ticks
-    }
-    #[inline]
-    fn set_enqueue_ticks(&mut self, ticks: u64) {
-        self.enqueue_ticks = ticks;
-    }
+/// Main-path messages are keyed by instrument and carry their own enqueue stamp.
+macro_rules! keyed_by_instrument {
+    ($($t:ty),*) => {$(
+        impl Message for $t {
+            #[inline]
+            fn key(&self) -> u32 {
+                self.instrument_id
+            }
+            #[inline]
+            fn enqueue_ticks(&self) -> u64 {
+                self.enqueue_ticks
+            }
+            #[inline]
+            fn set_enqueue_ticks(&mut self, ticks: u64) {
+                self.enqueue_ticks = ticks;
+            }
+        }
+    )*};
 }
+
+keyed_by_instrument!(Event, Tick);
 
 /// A feature vector on the main path (features -> inference -> health): the identity and stamps
 /// of the event that completed a consistent book state, and the vector computed there.
@@ -172,20 +179,6 @@ impl Default for Tick {
     }
 }
 
-impl Message for Tick {
-    #[inline]
-    fn key(&self) -> u32 {
-        self.instrument_id
-    }
-    #[inline]
-    fn enqueue_ticks(&self) -> u64 {
-        self.enqueue_ticks
-    }
-    #[inline]
-    fn set_enqueue_ticks(&mut self, ticks: u64) {
-        self.enqueue_ticks = ticks;
-    }
-}
 
 /// Why a frame is not a record the pipeline can read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
