@@ -179,7 +179,6 @@ impl Default for Tick {
     }
 }
 
-
 /// Why a frame is not a record the pipeline can read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DecodeError {
