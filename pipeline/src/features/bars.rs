@@ -42,6 +42,9 @@ impl Bar {
 pub struct BarBuilder {
     interval_ns: u64,
     now: u64,
+    /// End of the open bar (`u64::MAX` without one, where `take` finds nothing): every record
+    /// checks it, so it is kept ready rather than recomputed from the bar.
+    close_at: u64,
     open: Option<Bar>,
 }
 
@@ -55,6 +58,7 @@ impl BarBuilder {
         Self {
             interval_ns,
             now: 0,
+            close_at: u64::MAX,
             open: None,
         }
     }
@@ -78,9 +82,11 @@ impl BarBuilder {
     /// Emits the open bar if `now` is at or past its end.
     #[inline]
     fn close_before(&mut self, now: u64) -> Option<Bar> {
-        match self.open {
-            Some(bar) if now >= bar.ts_end() => self.open.take(),
-            _ => None,
+        if now >= self.close_at {
+            self.close_at = u64::MAX;
+            self.open.take()
+        } else {
+            None
         }
     }
 
@@ -98,7 +104,7 @@ impl BarBuilder {
                 bar.trades = bar.trades.saturating_add(1);
             }
             None => {
-                self.open = Some(Bar {
+                let bar = Bar {
                     ts_start: now - now % self.interval_ns,
                     interval_ns: self.interval_ns,
                     open: trade.price,
@@ -107,7 +113,9 @@ impl BarBuilder {
                     close: trade.price,
                     volume: u64::from(trade.size),
                     trades: 1,
-                });
+                };
+                self.close_at = bar.ts_end();
+                self.open = Some(bar);
             }
         }
         done
@@ -123,6 +131,7 @@ impl BarBuilder {
 
     /// Returns the open bar, if any, incomplete (end of the stream).
     pub fn flush(&mut self) -> Option<Bar> {
+        self.close_at = u64::MAX;
         self.open.take()
     }
 }
@@ -212,6 +221,24 @@ mod tests {
             (60 * S, 60 * S, 2)
         );
         assert_eq!(b.flush(), None);
+    }
+
+    #[test]
+    fn last_interval_closes_at_the_end_of_time() {
+        let mut b = BarBuilder::new(S);
+        assert_eq!(b.on_time(u64::MAX - 2), None);
+        b.on_trade(u64::MAX - 1, &trade(3, 1));
+        assert_eq!(b.on_time(u64::MAX - 1), None);
+        let bar = b.on_time(u64::MAX).expect("the saturated end is reached");
+        assert_eq!((bar.ts_end(), bar.close), (u64::MAX, 3));
+        assert_eq!(b.on_time(u64::MAX), None);
+        // After a flush the next trade opens a fresh bar that closes on time.
+        let mut b = BarBuilder::new(S);
+        b.on_trade(S, &trade(1, 1));
+        assert!(b.flush().is_some());
+        b.on_trade(3 * S, &trade(2, 1));
+        assert_eq!(b.on_time(4 * S - 1), None);
+        assert_eq!(b.on_time(4 * S).map(|bar| bar.open), Some(2));
     }
 
     #[test]

@@ -73,7 +73,8 @@
 //! - **VWAP deviation** is computed as `1e4 * (s·Σq - 2·Σp·q) / (2·Σp·q)` with the numerator in
 //!   exact integers, so a mid equal to the VWAP gives exactly 0.
 //! - Integer sizes are assumed below 2^63 and prices and their sums inside `i64`; beyond that
-//!   the integer sums wrap instead of panicking.
+//!   the integer sums wrap instead of panicking. The depth imbalance sums of one side are exact
+//!   in `f64` below 2^53.
 //!
 //! # Exactness, capacity and cost
 //!
@@ -82,15 +83,29 @@
 //! so no drift; an empty window reads exactly 0). Every value matches the recompute of
 //! [`naive::NaiveFeatures`] to 1e-9 relative as long as no window ring overflows.
 //!
-//! Each time window is a ring of [`FeatureConfig::window_capacity`] entries (events, trades,
-//! OFI, recorded mids; items with the same stamp share an entry, except mids; OFI entries are
-//! only kept for `e_n != 0`). When a ring is full its oldest entry is dropped before it leaves
-//! the window and [`FeatureCounts::window_overflow`] counts it; from then until the dropped
-//! entry would have left its window anyway, the affected sums, rates, realized variance and
-//! the 60 s return base are not exact (a dropped base makes that return NaN). All memory is
-//! allocated in [`FeatureState::new`]: four rings of `window_capacity` rounded up to a power of
-//! two slots, about 136 bytes per slot in all ([`FeatureState::ring_bytes`]), so 8.5 MiB per
+//! Each family of time windows keeps its entries in one ring of
+//! [`FeatureConfig::window_capacity`] entries: records (same-stamp records share an entry),
+//! trades (same stamp, price and side share one), OFI (only `e_n != 0`, same-stamp values
+//! share one) and recorded mids (one per change). When a ring is full its oldest entry is
+//! dropped before it leaves the window and [`FeatureCounts::window_overflow`] counts it; from
+//! then until the dropped entry would have left its window anyway, the affected sums, rates,
+//! realized variance and the 60 s return base are not exact (a dropped base makes that return
+//! NaN). An OFI value of magnitude 2^31 or more takes two slots, and a gap of more than 4.3 s
+//! while entries are still inside the 10 s window takes a filler slot per 4.3 s (dropping a
+//! filler early loses nothing and is not counted).
+//!
+//! All memory is allocated, and written, in [`FeatureState::new`], so that no page faults in
+//! later on the hot path; [`FeatureState::reset`] only moves indices. The rings hold
+//! `window_capacity` rounded up to a power of two slots each, 88 bytes per slot in all
+//! ([`FeatureState::ring_bytes`]): 8 for records (a stamp delta and a count in one word),
+//! 24 for trades, 8 for OFI (a stamp delta and the value in one word) and 48 for mids (stamp
+//! and mid, squared return, and a suffix sum per horizon, in separate arrays), so 5.5 MiB per
 //! instrument at the default 65,536.
+//!
+//! Per call the work is a handful of comparisons and stores besides what changed: each window
+//! knows when its first entry leaves (usually nothing does), values that depend on the top of
+//! the book, the mid or the trade window are kept with their inputs and recomputed only when
+//! those change, and no `i128` arithmetic or conversion runs unless a value leaves `i64`.
 //!
 //! ```
 //! use tickpipe_pipeline::depth::{Depth, Level};
@@ -118,7 +133,10 @@ mod tests;
 pub use bars::{Bar, BarBuilder};
 
 use crate::depth::{Depth, FEATURE_LEVELS, Trade};
-use window::{MID_WINDOWS, MidHistory, SumWindows, WindowValue, ring_size};
+use window::{
+    EventCounts, MID_WINDOWS, MidHistory, OFI_WINDOWS, OfiWindows, Ring, TRADE_WINDOWS, TradeEntry,
+    TradeWindows, ring_size,
+};
 
 /// Name of the feature schema (stored with exported vectors and model manifests).
 pub const SCHEMA_NAME: &str = "tickpipe.features";
@@ -173,13 +191,13 @@ pub const OFI_UPDATES: usize = 100;
 
 const NS_PER_S: u64 = 1_000_000_000;
 /// Windows of the OFI sums (`ofi_1s`, `ofi_10s`).
-const OFI_WIDTHS: [u64; 2] = [NS_PER_S, 10 * NS_PER_S];
+const OFI_WIDTHS: [u64; OFI_WINDOWS] = [NS_PER_S, 10 * NS_PER_S];
 /// Windows of the trade sums: 1 s (signed volume, trade rate), 10 s (signed volume), 60 s (VWAP).
-const TRADE_WIDTHS: [u64; 3] = [NS_PER_S, 10 * NS_PER_S, 60 * NS_PER_S];
-/// Windows of the event rate.
-const EVENT_WIDTHS: [u64; 1] = [NS_PER_S];
+const TRADE_WIDTHS: [u64; TRADE_WINDOWS] = [NS_PER_S, 10 * NS_PER_S, 60 * NS_PER_S];
+/// Window of the event rate.
+const EVENT_WIDTH: u64 = NS_PER_S;
 /// Horizons of realized variance and log returns.
-const MID_WIDTHS: [u64; 3] = [NS_PER_S, 10 * NS_PER_S, 60 * NS_PER_S];
+const MID_WIDTHS: [u64; MID_WINDOWS] = [NS_PER_S, 10 * NS_PER_S, 60 * NS_PER_S];
 /// Fixed point scale of DBN prices.
 const PRICE_SCALE: f64 = 1e-9;
 
@@ -511,34 +529,8 @@ impl FeatureCounts {
     }
 }
 
-/// Per-entry sums of the trade windows.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct TradeSums {
-    signed_volume: i64,
-    notional: i128,
-    volume: u64,
-    trades: u64,
-}
-
-impl WindowValue for TradeSums {
-    #[inline]
-    fn add(&mut self, o: &Self) {
-        self.signed_volume = self.signed_volume.wrapping_add(o.signed_volume);
-        self.notional = self.notional.wrapping_add(o.notional);
-        self.volume = self.volume.wrapping_add(o.volume);
-        self.trades = self.trades.wrapping_add(o.trades);
-    }
-    #[inline]
-    fn sub(&mut self, o: &Self) {
-        self.signed_volume = self.signed_volume.wrapping_sub(o.signed_volume);
-        self.notional = self.notional.wrapping_sub(o.notional);
-        self.volume = self.volume.wrapping_sub(o.volume);
-        self.trades = self.trades.wrapping_sub(o.trades);
-    }
-}
-
 /// Best prices and sizes for OFI; an empty side is -∞ / +∞ with size 0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 struct Top {
     bid: i64,
     bid_size: i64,
@@ -547,14 +539,21 @@ struct Top {
 }
 
 impl Top {
+    const EMPTY: Top = Top {
+        bid: i64::MIN,
+        bid_size: 0,
+        ask: i64::MAX,
+        ask_size: 0,
+    };
+
     #[inline]
-    fn of(depth: &Depth) -> Top {
-        let (bid, bid_size) = if depth.bid_levels > 0 {
+    fn of(depth: &Depth, has_bid: bool, has_ask: bool) -> Top {
+        let (bid, bid_size) = if has_bid {
             (depth.bids[0].price, depth.bids[0].size as i64)
         } else {
             (i64::MIN, 0)
         };
-        let (ask, ask_size) = if depth.ask_levels > 0 {
+        let (ask, ask_size) = if has_ask {
             (depth.asks[0].price, depth.asks[0].size as i64)
         } else {
             (i64::MAX, 0)
@@ -567,24 +566,56 @@ impl Top {
         }
     }
 
-    /// Cont–Kukanov–Stoikov `e_n` from `prev` to `self`.
+    /// Cont–Kukanov–Stoikov `e_n` from `prev` to `self`, and whether the top changed at all.
     #[inline]
-    fn ofi_from(&self, prev: &Top) -> i64 {
+    fn ofi_from(&self, prev: &Top) -> (i64, bool) {
+        let (bid_up, bid_down) = (self.bid >= prev.bid, self.bid <= prev.bid);
+        let (ask_down, ask_up) = (self.ask <= prev.ask, self.ask >= prev.ask);
         let mut e = 0i64;
-        if self.bid >= prev.bid {
+        if bid_up {
             e = e.wrapping_add(self.bid_size);
         }
-        if self.bid <= prev.bid {
+        if bid_down {
             e = e.wrapping_sub(prev.bid_size);
         }
-        if self.ask <= prev.ask {
+        if ask_down {
             e = e.wrapping_sub(self.ask_size);
         }
-        if self.ask >= prev.ask {
+        if ask_up {
             e = e.wrapping_add(prev.ask_size);
         }
-        e
+        let same = bid_up
+            && bid_down
+            && ask_down
+            && ask_up
+            && self.bid_size == prev.bid_size
+            && self.ask_size == prev.ask_size;
+        (e, !same)
     }
+}
+
+/// `mid`, `spread_ticks`, `spread_bps` and `microprice` of a two-sided top.
+#[inline]
+fn quote_features(bid: i64, ask: i64, top: &Top, tick: Option<i64>) -> [f64; 4] {
+    let nan = f64::NAN;
+    let s = bid.wrapping_add(ask);
+    let spread = ask.wrapping_sub(bid) as f64;
+    let sf = s as f64;
+    let (qb, qa) = (top.bid_size as f64, top.ask_size as f64);
+    let q = qb + qa;
+    [
+        sf * (0.5 * PRICE_SCALE),
+        match tick {
+            Some(tick) if tick > 0 => spread / tick as f64,
+            _ => nan,
+        },
+        if s > 0 { 2e4 * spread / sf } else { nan },
+        if q > 0.0 {
+            (bid as f64 * qa + ask as f64 * qb) / q * PRICE_SCALE
+        } else {
+            nan
+        },
+    ]
 }
 
 /// `ln(new / old)` for positive fixed-point sums, through the exact difference so that small
@@ -594,57 +625,151 @@ fn log_ratio(new: i64, old: i64) -> f64 {
     (new.wrapping_sub(old) as f64 / old as f64).ln_1p()
 }
 
-/// `i128 as f64` with a fast path: the general conversion is a library call.
+/// Sign of a trade: side `B` +1, `A` -1, otherwise the tick rule against the best bid and ask
+/// of the latest book state if it was two-sided (0 without one).
 #[inline]
-fn i128_to_f64(v: i128) -> f64 {
-    match i64::try_from(v) {
-        Ok(x) => x as f64,
-        Err(_) => v as f64,
-    }
-}
-
-/// Sign of a trade: side `B` +1, `A` -1, otherwise the tick rule against `quote` (best bid and
-/// ask of the latest two-sided book state; 0 without one).
-#[inline]
-fn trade_sign(trade: &Trade, quote: Option<(i64, i64)>) -> i64 {
+fn trade_sign(trade: &Trade, top: &Top, two_sided: bool) -> i8 {
     match trade.side {
         b'B' => 1,
         b'A' => -1,
-        _ => match quote {
-            Some((bid, ask)) => {
-                let twice = 2 * i128::from(trade.price);
-                let sum = i128::from(bid) + i128::from(ask);
-                match twice.cmp(&sum) {
-                    std::cmp::Ordering::Greater => 1,
-                    std::cmp::Ordering::Less => -1,
-                    std::cmp::Ordering::Equal => 0,
-                }
+        _ if two_sided => {
+            // Compared in i128: `2 * price` and `bid + ask` may leave i64.
+            let twice = 2 * i128::from(trade.price);
+            let sum = i128::from(top.bid) + i128::from(top.ask);
+            match twice.cmp(&sum) {
+                std::cmp::Ordering::Greater => 1,
+                std::cmp::Ordering::Less => -1,
+                std::cmp::Ordering::Equal => 0,
             }
-            None => 0,
-        },
+        }
+        _ => 0,
     }
 }
 
-/// Incremental features of one instrument. All memory is allocated in [`FeatureState::new`].
+/// `1e4 * (s·volume - 2·notional) / (2·notional)`, the numerator exact. Both operands fit i64
+/// on any real instrument, and converting an i64 is one instruction where an i128 is a library
+/// call; the i128 path keeps the result exact beyond that.
+#[inline]
+fn vwap_dev_bps(s: i64, volume: u64, notional: i128) -> f64 {
+    if let (Ok(v), Ok(n)) = (i64::try_from(volume), i64::try_from(notional))
+        && let Some(twice) = n.checked_mul(2)
+        && let Some(num) = s.checked_mul(v).and_then(|sv| sv.checked_sub(twice))
+    {
+        return 1e4 * num as f64 / twice as f64;
+    }
+    vwap_dev_bps_wide(s, volume, notional)
+}
+
+#[cold]
+fn vwap_dev_bps_wide(s: i64, volume: u64, notional: i128) -> f64 {
+    let twice = notional.wrapping_mul(2);
+    let num = i128::from(s)
+        .wrapping_mul(i128::from(volume))
+        .wrapping_sub(twice);
+    1e4 * num as f64 / twice as f64
+}
+
+/// `LEVELS_READ[n]`: how many of `n` levels the features read.
+const LEVELS_READ: [u8; 256] = {
+    let mut t = [FEATURE_LEVELS as u8; 256];
+    let mut n = 0;
+    while n < FEATURE_LEVELS {
+        t[n] = n as u8;
+        n += 1;
+    }
+    t
+};
+
+/// `LEVEL_MASK[n][k]` keeps level `k` of a side with `n` levels: all ones below `n`, else 0.
+const LEVEL_MASK: [[u64; FEATURE_LEVELS]; FEATURE_LEVELS + 1] = {
+    let mut m = [[0; FEATURE_LEVELS]; FEATURE_LEVELS + 1];
+    let mut n = 0;
+    while n <= FEATURE_LEVELS {
+        let mut k = 0;
+        while k < n {
+            m[n][k] = u64::MAX;
+            k += 1;
+        }
+        n += 1;
+    }
+    m
+};
+
+/// Depth imbalances of levels 1..=k into `out`. The running sums are exact integers and
+/// convert exactly while below 2^53 (far above any real depth), so `(B - A) / (B + A)` in
+/// floating point is the correctly rounded ratio; `0 / 0` gives the NaN of an empty book.
+#[inline]
+fn depth_imbalance(depth: &Depth, n_bid: usize, n_ask: usize, out: &mut [f64]) {
+    let (mb, ma) = (&LEVEL_MASK[n_bid], &LEVEL_MASK[n_ask]);
+    let (mut b, mut a) = (0i64, 0i64);
+    for k in 0..FEATURE_LEVELS {
+        b = b.wrapping_add((depth.bids[k].size & mb[k]) as i64);
+        a = a.wrapping_add((depth.asks[k].size & ma[k]) as i64);
+        // Signed conversions: one instruction each where the unsigned one is a sequence.
+        let (bf, af) = (b as f64, a as f64);
+        out[k] = (bf - af) / (bf + af);
+    }
+}
+
+/// Values of the vector that only change with their inputs, kept with those inputs.
+#[derive(Debug, Clone, Copy)]
+struct Cached {
+    /// `mid`, `spread_ticks`, `spread_bps`, `microprice` for `tick` and the top of the book
+    /// (`top` of the state); stale after a one-sided state.
+    quote: [f64; 4],
+    tick: Option<i64>,
+    quote_valid: bool,
+    /// `vwap_dev_60s_bps` (NaN included) for `bid + ask` of a two-sided book and a version of
+    /// the 60 s trade sums.
+    vwap_s: i64,
+    vwap_version: u64,
+    vwap: f64,
+    /// The log returns for mid `ret_s` and a version of the bases `ret_base` (0: none).
+    ret_s: i64,
+    ret_version: u64,
+    ret_base: [i64; MID_WINDOWS],
+    returns: [f64; MID_WINDOWS],
+}
+
+impl Cached {
+    const EMPTY: Cached = Cached {
+        quote: [f64::NAN; 4],
+        tick: None,
+        quote_valid: false,
+        // Versions are above 0 once there is anything to compute, so the first use computes.
+        vwap_s: 0,
+        vwap_version: 0,
+        vwap: f64::NAN,
+        ret_s: 0,
+        ret_version: 0,
+        ret_base: [0; MID_WINDOWS],
+        returns: [f64::NAN; MID_WINDOWS],
+    };
+}
+
+/// Incremental features of one instrument. All memory is allocated, and written, in
+/// [`FeatureState::new`].
 pub struct FeatureState {
-    default_tick_size: Option<i64>,
     now: u64,
     counts: FeatureCounts,
-    events: SumWindows<u64, 1>,
-    trades: SumWindows<TradeSums, 3>,
-    ofi: SumWindows<i64, 2>,
-    mids: MidHistory,
-    ofi_last: [i64; OFI_UPDATES],
-    ofi_pos: usize,
+    events: EventCounts,
     ofi_sum: i64,
-    prev_top: Option<Top>,
-    /// Best bid and ask of the latest book state, if it was two-sided (the tick rule's mid).
-    quote: Option<(i64, i64)>,
-    /// `bid + ask` of the latest recorded mid.
-    last_s: Option<i64>,
-    last_sign: Option<i64>,
-    /// Per horizon: the mid, base and log return last computed (the mid rarely changes).
-    returns: [(i64, i64, f64); MID_WINDOWS],
+    ofi_pos: usize,
+    /// The latest book state's top, valid once `have_top`.
+    top: Top,
+    have_top: bool,
+    /// Whether the latest book state was two-sided (the tick rule needs its `top`).
+    two_sided: bool,
+    /// `bid + ask` of the latest recorded mid; 0 (never recorded) before the first.
+    last_s: i64,
+    /// Sign of the latest trade; NaN before the first.
+    last_sign: f64,
+    default_tick_size: Option<i64>,
+    ofi: OfiWindows,
+    trades: TradeWindows,
+    mids: MidHistory,
+    cached: Cached,
+    ofi_last: [i64; OFI_UPDATES],
 }
 
 impl std::fmt::Debug for FeatureState {
@@ -657,46 +782,46 @@ impl std::fmt::Debug for FeatureState {
 }
 
 impl FeatureState {
-    /// A state with every window ring allocated (`cfg.window_capacity` entries each, at least 1).
+    /// A state with every window ring allocated and written (`cfg.window_capacity` entries
+    /// each, at least 1), so that no page of it faults in later, on the hot path. Build it on
+    /// the thread that will use it (first-touch memory placement).
     pub fn new(cfg: &FeatureConfig) -> Self {
         let cap = cfg.window_capacity;
         Self {
-            default_tick_size: cfg.default_tick_size,
             now: 0,
             counts: FeatureCounts::default(),
-            events: SumWindows::new(cap, EVENT_WIDTHS),
-            trades: SumWindows::new(cap, TRADE_WIDTHS),
-            ofi: SumWindows::new(cap, OFI_WIDTHS),
-            mids: MidHistory::new(cap, MID_WIDTHS),
-            ofi_last: [0; OFI_UPDATES],
-            ofi_pos: 0,
+            events: EventCounts::new(cap, EVENT_WIDTH),
             ofi_sum: 0,
-            prev_top: None,
-            quote: None,
-            last_s: None,
-            last_sign: None,
-            returns: [(0, 0, 0.0); MID_WINDOWS],
+            ofi_pos: 0,
+            top: Top::EMPTY,
+            have_top: false,
+            two_sided: false,
+            last_s: 0,
+            last_sign: f64::NAN,
+            default_tick_size: cfg.default_tick_size,
+            ofi: OfiWindows::new(cap, OFI_WIDTHS),
+            trades: TradeWindows::new(cap, TRADE_WIDTHS),
+            mids: MidHistory::new(cap, MID_WIDTHS),
+            cached: Cached::EMPTY,
+            ofi_last: [0; OFI_UPDATES],
         }
     }
 
     /// Bytes of window rings held by a state built with `window_capacity` (nearly all of its
-    /// memory; the rest is under 2 KiB).
+    /// memory; the rest is under 2 KiB): 88 bytes per slot of capacity rounded up to a power
+    /// of two, 5.5 MiB at the default 65,536 (see the module docs).
     pub fn ring_bytes(window_capacity: usize) -> usize {
-        let slot = SumWindows::<u64, 1>::SLOT_BYTES
-            + SumWindows::<TradeSums, 3>::SLOT_BYTES
-            + SumWindows::<i64, 2>::SLOT_BYTES
-            + MidHistory::SLOT_BYTES;
+        let slot =
+            EventCounts::SLOT_BYTES + Ring::<TradeEntry>::SLOT_BYTES + MidHistory::SLOT_BYTES;
         ring_size(window_capacity) * slot
+            + OfiWindows::slots(window_capacity) * OfiWindows::SLOT_BYTES
     }
 
     /// Advances the clock to `ts` (never backwards) and returns it.
     #[inline]
     fn clock(&mut self, ts: u64) -> u64 {
-        if ts < self.now {
-            self.counts.time_regressions += 1;
-        } else {
-            self.now = ts;
-        }
+        self.counts.time_regressions += u64::from(ts < self.now);
+        self.now = self.now.max(ts);
         self.now
     }
 
@@ -710,8 +835,7 @@ impl FeatureState {
     pub fn on_event(&mut self, ts: u64) {
         let now = self.clock(ts);
         self.counts.events += 1;
-        self.events.expire(now);
-        let dropped = self.events.push(now, 1);
+        let dropped = self.events.push(now);
         self.overflowed(dropped);
     }
 
@@ -721,19 +845,9 @@ impl FeatureState {
     pub fn on_trade(&mut self, ts: u64, trade: &Trade) {
         let now = self.clock(ts);
         self.counts.trades += 1;
-        let sign = trade_sign(trade, self.quote);
-        self.last_sign = Some(sign);
-        let size = trade.size;
-        self.trades.expire(now);
-        let dropped = self.trades.push(
-            now,
-            TradeSums {
-                signed_volume: sign * i64::from(size),
-                notional: i128::from(trade.price) * i128::from(size),
-                volume: u64::from(size),
-                trades: 1,
-            },
-        );
+        let sign = trade_sign(trade, &self.top, self.two_sided);
+        self.last_sign = f64::from(sign);
+        let dropped = self.trades.push(now, trade.price, trade.size, sign);
         self.overflowed(dropped);
     }
 
@@ -750,16 +864,45 @@ impl FeatureState {
     ) {
         let now = self.clock(ts);
         self.counts.books += 1;
-        let n_bid = usize::from(depth.bid_levels).min(FEATURE_LEVELS);
-        let n_ask = usize::from(depth.ask_levels).min(FEATURE_LEVELS);
+        // Each count read as the byte it is: the caller has just stored them one byte at a
+        // time, and a wider load would wait for both stores instead of taking them forwarded.
+        let n_bid = usize::from(LEVELS_READ[usize::from(depth.bid_levels)]);
+        let n_ask = usize::from(LEVELS_READ[usize::from(depth.ask_levels)]);
         let two_sided = n_bid > 0 && n_ask > 0;
-
-        let top = Top::of(depth);
-        let e = match &self.prev_top {
-            Some(prev) => top.ofi_from(prev),
-            None => 0,
+        let top = Top::of(depth, n_bid > 0, n_ask > 0);
+        let (e, top_moved) = if self.have_top {
+            top.ofi_from(&self.top)
+        } else {
+            (0, true)
         };
-        self.prev_top = Some(top);
+        let (bid, ask) = (depth.bids[0].price, depth.asks[0].price);
+        let s = bid.wrapping_add(ask);
+        let nan = f64::NAN;
+
+        // The book-only values first: their divisions then overlap the window work below.
+        let c = &mut self.cached;
+        if two_sided {
+            let tick = tick_size.or(self.default_tick_size);
+            // Written from registers, not read back from the cache just stored to.
+            let quote = if top_moved || !c.quote_valid || c.tick != tick {
+                let q = quote_features(bid, ask, &top, tick);
+                c.quote = q;
+                c.tick = tick;
+                c.quote_valid = true;
+                q
+            } else {
+                c.quote
+            };
+            out[MID..DEPTH_IMBALANCE_L1].copy_from_slice(&quote);
+            depth_imbalance(depth, n_bid, n_ask, &mut out[DEPTH_IMBALANCE_L1..OFI_100EV]);
+        } else {
+            c.quote_valid = false;
+            out[MID..OFI_100EV].fill(nan);
+        }
+
+        self.top = top;
+        self.have_top = true;
+        self.two_sided = two_sided;
         self.ofi_sum = self
             .ofi_sum
             .wrapping_sub(self.ofi_last[self.ofi_pos])
@@ -775,101 +918,82 @@ impl FeatureState {
             let dropped = self.ofi.push(now, e);
             self.overflowed(dropped);
         }
-
-        // Only changes of the recorded mid are stored: a repeated mid adds a zero return.
-        let (bid, ask) = (depth.bids[0].price, depth.asks[0].price);
-        let s = bid.wrapping_add(ask);
-        self.quote = two_sided.then_some((bid, ask));
         self.mids.expire(now);
         let recorded = two_sided && s > 0;
-        if recorded && self.last_s != Some(s) {
-            let rsq = match self.last_s {
-                Some(prev) => {
-                    let r = log_ratio(s, prev);
-                    r * r
-                }
-                None => 0.0,
-            };
-            let dropped = self.mids.push(now, s, rsq);
-            self.overflowed(dropped);
-            self.last_s = Some(s);
+        // Only changes of the recorded mid are stored: a repeated mid adds a zero return.
+        if recorded && s != self.last_s {
+            self.record_mid(now, s);
         }
         self.events.expire(now);
         self.trades.expire(now);
 
-        let nan = f64::NAN;
-        if two_sided {
-            let spread = ask.wrapping_sub(bid) as f64;
-            let sf = s as f64;
-            out[MID] = sf * (0.5 * PRICE_SCALE);
-            out[SPREAD_TICKS] = match tick_size.or(self.default_tick_size) {
-                Some(tick) if tick > 0 => spread / tick as f64,
-                _ => nan,
-            };
-            out[SPREAD_BPS] = if s > 0 { 2e4 * spread / sf } else { nan };
-            let (qb, qa) = (depth.bids[0].size as f64, depth.asks[0].size as f64);
-            let q = qb + qa;
-            out[MICROPRICE] = if q > 0.0 {
-                (bid as f64 * qa + ask as f64 * qb) / q * PRICE_SCALE
-            } else {
-                nan
-            };
-            // Numerators and denominators first, then the divisions in one straight loop the
-            // compiler can vectorise.
-            let (mut sum_bid, mut sum_ask) = (0u64, 0u64);
-            let mut num = [0.0; FEATURE_LEVELS];
-            let mut den = [0.0; FEATURE_LEVELS];
-            for k in 0..FEATURE_LEVELS {
-                let b = if k < n_bid { depth.bids[k].size } else { 0 };
-                let a = if k < n_ask { depth.asks[k].size } else { 0 };
-                sum_bid = sum_bid.wrapping_add(b);
-                sum_ask = sum_ask.wrapping_add(a);
-                num[k] = (sum_bid as i64).wrapping_sub(sum_ask as i64) as f64;
-                den[k] = sum_bid.wrapping_add(sum_ask) as f64;
-            }
-            for k in 0..FEATURE_LEVELS {
-                let r = num[k] / den[k];
-                out[DEPTH_IMBALANCE_L1 + k] = if den[k] > 0.0 { r } else { nan };
-            }
-        } else {
-            out[MID..DEPTH_IMBALANCE_L1 + FEATURE_LEVELS].fill(nan);
-        }
-
         out[OFI_100EV] = self.ofi_sum as f64;
         out[OFI_1S] = self.ofi.sum(0) as f64;
         out[OFI_10S] = self.ofi.sum(1) as f64;
-        out[LAST_TRADE_SIGN] = self.last_sign.map_or(nan, |s| s as f64);
-        let t1 = self.trades.sum(0);
-        out[SIGNED_VOLUME_1S] = t1.signed_volume as f64;
-        out[SIGNED_VOLUME_10S] = self.trades.sum(1).signed_volume as f64;
+        out[LAST_TRADE_SIGN] = self.last_sign;
+        let t = self.trades.sums();
+        out[SIGNED_VOLUME_1S] = t.signed_volume[0] as f64;
+        out[SIGNED_VOLUME_10S] = t.signed_volume[1] as f64;
         for k in 0..MID_WINDOWS {
             out[RV_1S + k] = self.mids.rv(k);
-            out[LOG_RETURN_1S + k] = match self.mids.base(k) {
-                Some(base) if recorded => {
-                    // A recorded mid is positive, so the initial (0, 0) never matches.
-                    let (cs, cb, cr) = &mut self.returns[k];
-                    if (*cs, *cb) != (s, base) {
-                        (*cs, *cb, *cr) = (s, base, log_ratio(s, base));
-                    }
-                    *cr
-                }
-                _ => nan,
-            };
         }
-        let t60 = self.trades.sum(2);
-        out[VWAP_DEV_60S_BPS] = if two_sided && t60.volume > 0 && t60.notional > 0 {
-            let s_exact = i128::from(bid) + i128::from(ask);
-            let twice_notional = t60.notional.wrapping_mul(2);
-            let num = s_exact
-                .wrapping_mul(i128::from(t60.volume))
-                .wrapping_sub(twice_notional);
-            1e4 * i128_to_f64(num) / i128_to_f64(twice_notional)
+        let c = &mut self.cached;
+        if recorded {
+            let returns = if s != c.ret_s || self.mids.version() != c.ret_version {
+                let base = self.mids.bases();
+                let mut r = c.returns;
+                for k in 0..MID_WINDOWS {
+                    if base[k] == 0 {
+                        r[k] = nan;
+                    } else if base[k] != c.ret_base[k] || s != c.ret_s {
+                        r[k] = log_ratio(s, base[k]);
+                    }
+                }
+                c.returns = r;
+                c.ret_s = s;
+                c.ret_base = *base;
+                c.ret_version = self.mids.version();
+                r
+            } else {
+                c.returns
+            };
+            out[LOG_RETURN_1S..VWAP_DEV_60S_BPS].copy_from_slice(&returns);
+        } else {
+            out[LOG_RETURN_1S..VWAP_DEV_60S_BPS].fill(nan);
+        }
+        out[VWAP_DEV_60S_BPS] = if two_sided {
+            if s != c.vwap_s || self.trades.version() != c.vwap_version {
+                c.vwap_s = s;
+                c.vwap_version = self.trades.version();
+                c.vwap = if t.volume > 0 && t.notional > 0 {
+                    vwap_dev_bps(s, t.volume, t.notional)
+                } else {
+                    nan
+                };
+            }
+            c.vwap
         } else {
             nan
         };
-        // The window is 1 s wide, so the count is the rate per second.
-        out[EVENT_RATE_1S] = self.events.sum(0) as f64;
-        out[TRADE_RATE_1S] = t1.trades as f64;
+        // The window is 1 s wide, so the count is the rate per second. Counts stay far below
+        // 2^63, where the signed conversion is exact.
+        out[EVENT_RATE_1S] = self.events.sum() as i64 as f64;
+        out[TRADE_RATE_1S] = t.trades as i64 as f64;
+    }
+
+    /// Records mid `s` (positive, different from the last one) with its squared return. Out of
+    /// line: the mid moves on a few per cent of book states, and `on_book` stays smaller.
+    #[inline(never)]
+    fn record_mid(&mut self, now: u64, s: i64) {
+        let rsq = if self.last_s != 0 {
+            let r = log_ratio(s, self.last_s);
+            r * r
+        } else {
+            0.0
+        };
+        let dropped = self.mids.push(now, s, rsq);
+        self.overflowed(dropped);
+        self.last_s = s;
     }
 
     /// What was counted since the state was built.
@@ -889,10 +1013,10 @@ impl FeatureState {
         self.ofi_last = [0; OFI_UPDATES];
         self.ofi_pos = 0;
         self.ofi_sum = 0;
-        self.prev_top = None;
-        self.quote = None;
-        self.last_s = None;
-        self.last_sign = None;
-        self.returns = [(0, 0, 0.0); MID_WINDOWS];
+        self.have_top = false;
+        self.two_sided = false;
+        self.last_s = 0;
+        self.last_sign = f64::NAN;
+        self.cached = Cached::EMPTY;
     }
 }

@@ -124,6 +124,11 @@ fn depth_imbalance_is_cumulative() {
     d.bid_levels = 1;
     let out = book(&mut st, 2 * S, &d);
     assert_eq!(out[DEPTH_IMBALANCE_L1 + 1], 0.0);
+    // A count beyond the levels a Depth carries reads all of them.
+    let mut d = depth(&[(100.0, 10), (99.0, 20)], &[(101.0, 10)]);
+    d.bid_levels = 200;
+    let out = book(&mut st, 2 * S, &d);
+    assert_close(out[DEPTH_IMBALANCE_L1 + 1], 20.0 / 40.0);
     // Zero sizes on both sides: undefined.
     let out = book(&mut st, 3 * S, &depth(&[(100.0, 0)], &[(101.0, 0)]));
     assert!(out[DEPTH_IMBALANCE_L1].is_nan());
@@ -299,6 +304,63 @@ fn vwap_deviation() {
     assert_close(out[VWAP_DEV_60S_BPS], (100.5 - 100.25) / 100.25 * 1e4);
     let out = book(&mut st, 63 * S, &d);
     assert!(out[VWAP_DEV_60S_BPS].is_nan(), "window empty");
+}
+
+#[test]
+fn vwap_beyond_i64_matches_naive() {
+    // Notional beyond i64 (about 4.6e12 * 4.3e9 per trade) takes the exact 128-bit path.
+    let config = cfg(64);
+    let mut fast = FeatureState::new(&config);
+    let mut slow = NaiveFeatures::new(&config);
+    let d = depth(&[(4600.0, 1)], &[(4600.25, 1)]);
+    let (mut a, mut b) = ([0.0; N_FEATURES], [0.0; N_FEATURES]);
+    for (i, (price, size)) in [(4600.0, u32::MAX), (4601.0, u32::MAX), (4599.5, 7)]
+        .into_iter()
+        .enumerate()
+    {
+        let ts = S + i as u64;
+        let t = trade(price, size, b'B');
+        fast.on_trade(ts, &t);
+        slow.on_trade(ts, &t);
+        fast.on_book(ts, &d, Some(TICK), &mut a);
+        slow.on_book(ts, &d, Some(TICK), &mut b);
+        assert_close(a[VWAP_DEV_60S_BPS], b[VWAP_DEV_60S_BPS]);
+        assert_close(a[SIGNED_VOLUME_1S], b[SIGNED_VOLUME_1S]);
+    }
+    // Back inside i64 once the big trades leave the window.
+    fast.on_trade(70 * S, &trade(4600.0, 3, b'A'));
+    slow.on_trade(70 * S, &trade(4600.0, 3, b'A'));
+    fast.on_book(70 * S, &d, Some(TICK), &mut a);
+    slow.on_book(70 * S, &d, Some(TICK), &mut b);
+    assert_close(a[VWAP_DEV_60S_BPS], b[VWAP_DEV_60S_BPS]);
+    assert_close(a[VWAP_DEV_60S_BPS], (4600.125 - 4600.0) / 4600.0 * 1e4);
+}
+
+#[test]
+fn cached_values_follow_their_inputs() {
+    let mut st = state();
+    let d = depth(&[(100.0, 10)], &[(100.5, 30)]);
+    let first = book(&mut st, S, &d);
+    // Same book, other tick: only spread_ticks moves.
+    let mut out = [0.0; N_FEATURES];
+    st.on_book(S, &d, Some(TICK / 2), &mut out);
+    assert_eq!(out[SPREAD_TICKS], 2.0 * first[SPREAD_TICKS]);
+    assert_eq!(out[MICROPRICE], first[MICROPRICE]);
+    // Same prices, other sizes: the microprice moves with them.
+    let out = book(&mut st, S, &depth(&[(100.0, 30)], &[(100.5, 10)]));
+    assert_close(out[MICROPRICE], 100.375);
+    // A one-sided state in between does not leave a stale quote behind.
+    book(&mut st, S, &depth(&[(100.0, 30)], &[]));
+    let out = book(&mut st, S, &depth(&[(100.0, 30)], &[(100.5, 10)]));
+    assert_close(out[MICROPRICE], 100.375);
+    assert_eq!(out[MID], 100.25);
+    // A trade moves the VWAP deviation with the book unchanged.
+    st.on_trade(S, &trade(100.0, 1, b'B'));
+    let out = book(&mut st, S, &depth(&[(100.0, 30)], &[(100.5, 10)]));
+    assert_close(out[VWAP_DEV_60S_BPS], 0.25 / 100.0 * 1e4);
+    st.on_trade(S, &trade(100.5, 1, b'B'));
+    let out = book(&mut st, S, &depth(&[(100.0, 30)], &[(100.5, 10)]));
+    assert_eq!(out[VWAP_DEV_60S_BPS], 0.0);
 }
 
 #[test]
@@ -704,8 +766,9 @@ fn non_positive_mid_is_not_recorded() {
 
 #[test]
 fn ring_memory_is_as_documented() {
-    let per_slot = FeatureState::ring_bytes(1 << 16) >> 16;
-    assert!((128..=160).contains(&per_slot), "{per_slot} bytes per slot");
+    // 8 (records) + 24 (trades) + 8 (OFI) + 48 (mids), as the module docs say: 5.5 MiB.
+    assert_eq!(FeatureState::ring_bytes(1 << 16), 88 << 16);
+    assert_eq!(FeatureState::ring_bytes(1 << 16), 5_767_168);
     // Rounded up to a power of two.
     assert_eq!(
         FeatureState::ring_bytes(1000),
