@@ -21,10 +21,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use criterion::Criterion;
-use ort::session::Session;
-use ort::session::builder::GraphOptimizationLevel;
 use ort::value::TensorRef;
-use tickpipe_models::lstm::{LstmModel, runtime};
+use tickpipe_models::lstm::{self, LstmModel};
 
 const F: usize = 4;
 const H: usize = 32;
@@ -73,11 +71,12 @@ impl PlainLstm {
     }
 
     fn step(&mut self, x: &[f32; F], h: &mut [f32; H], c: &mut [f32; H]) -> f32 {
-        for (g, ((w, r), b)) in self
-            .gates
-            .iter_mut()
-            .zip(self.w.chunks_exact(F).zip(self.r.chunks_exact(H)).zip(&self.b))
-        {
+        for (g, ((w, r), b)) in self.gates.iter_mut().zip(
+            self.w
+                .chunks_exact(F)
+                .zip(self.r.chunks_exact(H))
+                .zip(&self.b),
+        ) {
             let mut acc = *b;
             for (wi, xi) in w.iter().zip(x) {
                 acc += wi * xi;
@@ -120,18 +119,9 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    let env = runtime::environment().unwrap_or_else(|e| panic!("{e}"));
-    let mut session = Session::builder(env)
-        .and_then(|b| {
-            b.with_intra_threads(1)
-                .and_then(|b| b.with_inter_threads(1))
-                .and_then(|b| b.with_parallel_execution(false))
-                .and_then(|b| b.with_intra_op_spinning(false))
-                .and_then(|b| b.with_inter_op_spinning(false))
-                .and_then(|b| b.with_optimization_level(GraphOptimizationLevel::All))
-                .map_err(Into::into)
-        })
-        .and_then(|mut b| b.commit_from_file(fixture()))
+    let mut builder = lstm::step_session_builder().unwrap_or_else(|e| panic!("{e}"));
+    let mut session = builder
+        .commit_from_file(fixture())
         .unwrap_or_else(|e| panic!("{e}"));
     let (mut h, mut cst) = (vec![0.0_f32; H], vec![0.0_f32; H]);
     group.bench_function("step_h32_ort_alloc", |b| {
@@ -142,8 +132,16 @@ fn bench(c: &mut Criterion) {
             let ct = TensorRef::from_array_view(([1usize, 1, H], &cst[..])).unwrap();
             let outs = session.run(ort::inputs![x, ht, ct]).unwrap();
             let y = outs["y"].try_extract_tensor::<f32>().unwrap().1[0];
-            let h_new = outs["h_out"].try_extract_tensor::<f32>().unwrap().1.to_vec();
-            let c_new = outs["c_out"].try_extract_tensor::<f32>().unwrap().1.to_vec();
+            let h_new = outs["h_out"]
+                .try_extract_tensor::<f32>()
+                .unwrap()
+                .1
+                .to_vec();
+            let c_new = outs["c_out"]
+                .try_extract_tensor::<f32>()
+                .unwrap()
+                .1
+                .to_vec();
             drop(outs);
             h = h_new;
             cst = c_new;
@@ -175,7 +173,9 @@ fn percentiles() {
     }
     for k in 0..N {
         let t = Instant::now();
-        model.step(&mut state, black_box(&xs[k % xs.len()]), &mut out).unwrap();
+        model
+            .step(&mut state, black_box(&xs[k % xs.len()]), &mut out)
+            .unwrap();
         ns.push(t.elapsed().as_nanos() as u64);
     }
     ns.sort_unstable();

@@ -61,7 +61,7 @@ pub mod weights;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use ort::session::builder::GraphOptimizationLevel;
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session};
 use ort::value::{Tensor, TensorElementType, ValueType};
 
@@ -277,6 +277,28 @@ fn describe(name: &str, ty: &ValueType) -> TensorDesc {
     }
 }
 
+/// A session builder with the options [`LstmModel`] uses (see [Session tuning](self#session-tuning)),
+/// after [`ensure_runtime`]; for callers that build their own sessions the same way.
+///
+/// # Errors
+/// [`LstmError::Runtime`] if ONNX Runtime is unavailable; [`LstmError::Session`] (with an empty
+/// path) if it refuses an option.
+pub fn step_session_builder() -> Result<SessionBuilder, LstmError> {
+    let env = runtime::environment()?;
+    let err = |e: &dyn fmt::Display| LstmError::Session {
+        path: PathBuf::new(),
+        message: format!("session options: {e}"),
+    };
+    let b = Session::builder(env).map_err(|e| err(&e))?;
+    let b = b.with_intra_threads(1).map_err(|e| err(&e))?;
+    let b = b.with_inter_threads(1).map_err(|e| err(&e))?;
+    let b = b.with_parallel_execution(false).map_err(|e| err(&e))?;
+    let b = b.with_intra_op_spinning(false).map_err(|e| err(&e))?;
+    let b = b.with_inter_op_spinning(false).map_err(|e| err(&e))?;
+    b.with_optimization_level(GraphOptimizationLevel::All)
+        .map_err(|e| err(&e))
+}
+
 /// Parses `tickpipe.features`: comma-separated, trimmed, non-empty, unique, exactly `n` names.
 fn parse_features(raw: &str, n: usize) -> Result<Vec<String>, String> {
     let names: Vec<String> = raw.split(',').map(|s| s.trim().to_string()).collect();
@@ -308,7 +330,6 @@ impl LstmModel {
     /// [`LstmError::Signature`], [`LstmError::FeatureMetadata`] for a model of the wrong shape;
     /// [`LstmError::NonFiniteModel`] if the probe step is not finite.
     pub fn load(path: &Path) -> Result<LstmModel, LstmError> {
-        let env = runtime::environment()?;
         let bytes = std::fs::read(path).map_err(|source| LstmError::Io {
             path: path.to_path_buf(),
             source,
@@ -317,15 +338,7 @@ impl LstmModel {
             path: path.to_path_buf(),
             message,
         };
-        let session = Session::builder(env)
-            .map_err(|e| session_err(e.to_string()))?
-            .with_intra_threads(1)
-            .and_then(|b| b.with_inter_threads(1))
-            .and_then(|b| b.with_parallel_execution(false))
-            .and_then(|b| b.with_intra_op_spinning(false))
-            .and_then(|b| b.with_inter_op_spinning(false))
-            .and_then(|b| b.with_optimization_level(GraphOptimizationLevel::All))
-            .map_err(|e| session_err(e.to_string()))?
+        let session = step_session_builder()?
             .commit_from_memory(&bytes)
             .map_err(|e| session_err(e.to_string()))?;
 

@@ -516,7 +516,7 @@ fn init() -> &'static Result<(PathBuf, ort::environment::Environment), RuntimeEr
             path: path.clone(),
             reason,
         };
-        let builder = ort::init_from(&path).map_err(|e| load_err(e.to_string()))?;
+        let builder = ort::init_from(&path).map_err(|e| load_err(load_error_text(&e)))?;
         let env = builder
             .with_name("tickpipe")
             .with_telemetry(false)
@@ -524,4 +524,19 @@ fn init() -> &'static Result<(PathBuf, ort::environment::Environment), RuntimeEr
             .map_err(|e| load_err(e.to_string()))?;
         Ok((path, env))
     })
+}
+
+/// `ort`'s message plus, for a `dlopen` failure, the loader's own reason (missing dependency,
+/// wrong architecture, ...), which `ort` keeps only as the error's source.
+fn load_error_text(e: &ort::LoadDynamicError) -> String {
+    let mut text = e.to_string();
+    if let ort::LoadDynamicError::Dlopen { error, .. } = e {
+        let mut source = std::error::Error::source(error);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+    }
+    text
 }
