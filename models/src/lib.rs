@@ -1,4 +1,4 @@
-//! Models: regime detection, scoring and forecasting, pure and deterministic.
+//! Models: regime detection, scoring and forecasting, pure and deterministic. Empty so far.
 #![forbid(unsafe_code)]
 
 pub mod lstm;

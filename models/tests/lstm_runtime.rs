@@ -300,11 +300,16 @@ fn racing_real_fetches_install_one_complete_library() {
 }
 
 #[test]
-fn unknown_offline_value_is_refused() {
+fn unknown_environment_values_are_refused() {
     // Parsing only: run in a child so the variable never leaks into this process.
     let out = child("invalid-env", &[("TICKPIPE_ORT_OFFLINE", "maybe")]);
     assert!(
         out.contains("TICKPIPE_ORT_OFFLINE=\"maybe\" is not understood"),
+        "{out}"
+    );
+    let out = child("invalid-env", &[("TICKPIPE_ORT_FETCH_TIMEOUT_S", "0")]);
+    assert!(
+        out.contains("TICKPIPE_ORT_FETCH_TIMEOUT_S=\"0\" is not understood"),
         "{out}"
     );
 }

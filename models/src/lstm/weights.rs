@@ -500,6 +500,40 @@ mod tests {
         );
     }
 
+    const MODEL: &[u8] = include_bytes!("../../fixtures/lstm/lstm_h32.onnx");
+
+    #[test]
+    fn committed_fixtures_scan_as_expected() {
+        assert_eq!(first_non_finite(MODEL).unwrap(), None);
+        let nan = include_bytes!("../../fixtures/lstm/bad_nan_weights.onnx");
+        let found = first_non_finite(nan).unwrap().unwrap();
+        assert_eq!(found.to_string(), "initializer `R` element 43 is NaN");
+    }
+
+    /// Every prefix and thousands of byte-flipped copies of a real model: errors or findings,
+    /// never a panic.
+    #[test]
+    fn mangled_real_model_never_panics() {
+        for cut in 0..MODEL.len() {
+            let _ = first_non_finite(&MODEL[..cut]);
+        }
+        let mut s: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        for _ in 0..3000 {
+            let mut m = MODEL.to_vec();
+            for _ in 0..1 + next() % 8 {
+                let at = (next() % m.len() as u64) as usize;
+                m[at] = next() as u8;
+            }
+            let _ = first_non_finite(&m);
+        }
+    }
+
     #[test]
     fn corrupt_bytes_are_errors_not_panics() {
         let raw: Vec<u8> = [1.0f32, 2.0].iter().flat_map(|f| f.to_le_bytes()).collect();
