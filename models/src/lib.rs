@@ -1,4 +1,5 @@
-//! Models: regime detection, scoring and forecasting, pure and deterministic. Empty so far.
+//! Models: regime detection, scoring and forecasting, pure and deterministic.
 #![forbid(unsafe_code)]
 
 pub mod lstm;
+pub mod xgb;
