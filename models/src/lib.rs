@@ -1,2 +1,5 @@
-//! Models: regime detection, scoring and forecasting, pure and deterministic. Empty so far.
+//! Models: regime detection, scoring and forecasting, pure and deterministic.
 #![forbid(unsafe_code)]
+
+pub mod sjm;
+pub mod stability;
