@@ -120,6 +120,7 @@ pub(crate) fn e_step(
 }
 
 /// First index of the minimum.
+#[inline]
 pub(crate) fn argmin(v: &[f64]) -> usize {
     let mut best = 0;
     for (i, &x) in v.iter().enumerate().skip(1) {

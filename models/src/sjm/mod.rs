@@ -52,6 +52,13 @@
 //! general O(K²) form collapses because every switch costs the same λ). The labels are those of
 //! the package's `predict_online` (each label uses only the rows up to and including its own).
 //!
+//! The step evaluates `ℓ_t(k) − ½‖z_t‖² = ½‖μ_k‖² − Σ_j (x_j − m_j)·μ_kj/s_j` (scaler mean
+//! `m`, std `s`): the dropped term is the same for every state and cancels in the
+//! normalisation, which leaves one multiply-add per feature and state. Its values therefore
+//! agree with the batch path's to rounding rather than bit for bit; a label can differ from
+//! [`SjmModel::predict`]'s forward values only where two states tie to within that rounding
+//! (the parity goldens have no such row).
+//!
 //! **Confidence.** `confidence = 1 / Σ_k exp(−(V_t(k) − min_j V_t(j)))`, the largest entry of
 //! `softmax(−V_t)`. `V_t(k)` is the negative log of the best path ending in `k` under unit-variance
 //! Gaussian emissions around the centres and a switch weight `e^{−λ}`, so this is the max-product
@@ -60,10 +67,11 @@
 //! state is more than 37 behind). It is a monotone function of the gaps to the other states
 //! and does not depend on the normalisation constant.
 //!
-//! **Invalid inputs.** A row with a non-finite value, or one whose distance to a centre
-//! overflows, or of the wrong length, leaves the state untouched (no NaN or infinity ever enters
-//! `V`) and returns `valid = false`, `confidence = 0.0` and the last label (or
-//! [`SjmStep::NO_LABEL`] before the first valid row).
+//! **Invalid inputs.** A row with a NaN or infinity, of the wrong length, or so extreme that the
+//! new values would overflow, leaves the state untouched (no NaN or infinity ever enters `V`)
+//! and returns `valid = false`, `confidence = 0.0` and the last label (or
+//! [`SjmStep::NO_LABEL`] before the first valid row). The check is one test on the sum of the
+//! new values, made before they are stored.
 //!
 //! # Model directory ([`SjmModel::save`], [`SjmModel::load`])
 //!
@@ -457,6 +465,11 @@ pub struct SjmModel {
     std: Vec<f64>,
     /// `K × F` row-major, z-scored space.
     centres: Vec<f64>,
+    /// Per feature `j`, for the online step: `[m_j, a_j0, …, a_j(K−1), 0, …]` with the scaler
+    /// mean `m_j` and `a_jk = μ_kj / std_j`.
+    online_rows: Vec<[f64; MAX_STATES + 1]>,
+    /// `b_k = ½‖c_k‖²`, for the online step.
+    online_b: [f64; MAX_STATES],
     /// `K × F` row-major, z-scored space.
     regime_var: Vec<f64>,
     fit: Option<SjmFitInfo>,
@@ -582,7 +595,21 @@ impl SjmModel {
                 });
             }
         }
+        let mut online_rows = vec![[0.0; MAX_STATES + 1]; f];
+        let mut online_b = [0.0; MAX_STATES];
+        for (j, row) in online_rows.iter_mut().enumerate() {
+            row[0] = parts.scaler_mean[j];
+        }
+        for s in 0..k {
+            let c = &parts.centres[s * f..(s + 1) * f];
+            for (j, &cj) in c.iter().enumerate() {
+                online_rows[j][1 + s] = cj / parts.scaler_std[j];
+            }
+            online_b[s] = 0.5 * c.iter().map(|cj| cj * cj).sum::<f64>();
+        }
         Ok(Self {
+            online_rows,
+            online_b,
             n_states: k,
             n_features: f,
             jump_penalty: parts.jump_penalty,
