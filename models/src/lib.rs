@@ -2,4 +2,6 @@
 #![forbid(unsafe_code)]
 
 pub mod lstm;
+pub mod sjm;
+pub mod stability;
 pub mod xgb;
