@@ -95,6 +95,18 @@ pub fn series(report: &EngineReport) -> Result<Vec<Series>> {
     Ok(out)
 }
 
+/// The models shipped with the sources (`models/fixtures/pipeline/`): the built-in default of
+/// `tickpipe profile`.
+pub fn shipped_models() -> tickpipe_pipeline::config::ModelSettings {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/fixtures/pipeline");
+    tickpipe_pipeline::config::ModelSettings {
+        sjm: Some(dir.join("sjm")),
+        xgboost: Some(dir.join("score.json")),
+        lstm: Some(dir.join("../lstm/lstm_h32.onnx")),
+        ..Default::default()
+    }
+}
+
 /// Prints the counters every report ends with.
 pub fn print_counters(out: &mut impl Write, report: &EngineReport) -> std::io::Result<()> {
     let i = &report.ingest;
@@ -143,8 +155,32 @@ pub fn print_counters(out: &mut impl Write, report: &EngineReport) -> std::io::R
         f.features.window_overflow,
         f.features.time_regressions
     )?;
+    let m = &report.inference;
+    writeln!(
+        out,
+        "inference: {} vectors, {} scored, {} regime changes; held: {} low confidence, {} rate \
+         limited, {} off regime, {} unreliable input; {} invalid input, {} without a slot, {} \
+         forecasts received",
+        m.ticks,
+        m.scored,
+        m.regime_changes,
+        m.held_low_confidence,
+        m.held_rate_limited,
+        m.held_off_regime,
+        m.unreliable_input,
+        m.invalid_input,
+        m.no_slot,
+        m.forecasts
+    )?;
     if let Some(p) = report.slow_processed {
-        writeln!(out, "slow lane processed {p}")?;
+        writeln!(out, "slow lane processed {p} bars")?;
+    }
+    if let Some(f) = &report.forecast {
+        writeln!(
+            out,
+            "forecast: {} bars, {} forecasts, {} refused, {} without a slot",
+            f.bars, f.forecasts, f.refused, f.no_slot
+        )?;
     }
     writeln!(out, "signals published: {}", report.signals)?;
     for (name, d) in &report.threads {
@@ -610,18 +646,21 @@ pub fn tail(opts: &TailOptions, stop: &Arc<AtomicBool>) -> Result<(u64, u64)> {
                 })?;
                 let r = writeln!(
                     out,
-                    "seq={} input_seq={} instrument={} ts_event={} price={} size={} side={} score={} forecast={} regime={} alert={}",
+                    "seq={} input_seq={} instrument={} ts_event={} price={} regime={} confidence={} stable={} scores={:?} forecast={} forecast_age_ns={} alert={} flags={:#04x} model_flags={:#04x}",
                     frame.seq,
                     s.input_seq,
                     s.instrument_id,
                     s.ts_event,
                     s.price,
-                    s.size,
-                    char::from(s.side),
-                    s.score,
-                    s.forecast,
                     s.regime,
-                    s.alert
+                    s.confidence,
+                    s.stable_regime,
+                    &s.scores[..usize::from(s.n_scores).min(s.scores.len())],
+                    s.forecast,
+                    s.forecast_age_ns,
+                    s.alert,
+                    s.flags,
+                    s.model_flags
                 );
                 if let Err(e) = r {
                     // A closed pipe (`| head`) ends the tail quietly.

@@ -14,6 +14,7 @@ pub mod capture;
 pub mod demo;
 pub mod engine_cmd;
 pub mod features_cmd;
+pub mod models_cmd;
 pub mod profile_report;
 pub mod record;
 pub mod replay;

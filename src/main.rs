@@ -149,6 +149,12 @@ enum Command {
         /// Print two earlier runs side by side with ratios (B/A) instead of running.
         #[arg(long, num_args = 2, value_names = ["DIR_A", "DIR_B"])]
         compare: Option<Vec<PathBuf>>,
+        /// Run without the slow-lane forecaster (LSTM), for a side-by-side with it.
+        #[arg(long)]
+        no_lstm: bool,
+        /// Run without any model (inference passes vectors through).
+        #[arg(long)]
+        no_models: bool,
     },
     /// Export the feature vectors the engine computes for captures (CSV or Arrow IPC).
     Features {
@@ -167,6 +173,11 @@ enum Command {
         /// Timestamp that drives the time windows: ts_recv or ts_event (overrides the profile).
         #[arg(long)]
         time_source: Option<tickpipe::pipeline::features::TimeSource>,
+    },
+    /// Fit and run models offline.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
     },
     /// Read an engine's signal ring.
     Signals {
@@ -190,6 +201,54 @@ enum Command {
         #[arg(long, default_value_t = 4)]
         instruments: u32,
         /// Output file (.dbn or .dbn.zst).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ModelsCommand {
+    /// Fit a Statistical Jump Model (regimes) and write its model directory.
+    FitSjm {
+        /// Feature rows: a CSV with named columns (e.g. from `tickpipe features`).
+        #[arg(long, conflicts_with = "bars", required_unless_present = "bars")]
+        features: Option<PathBuf>,
+        /// OHLCV bars (CSV with open, high, low, close, volume columns) instead of features.
+        #[arg(long)]
+        bars: Option<PathBuf>,
+        /// Feature columns to fit on (comma-separated; default: spread_bps, depth_imbalance_l1,
+        /// ofi_1s, rv_10s, log_return_10s, event_rate_1s).
+        #[arg(long, value_delimiter = ',')]
+        columns: Option<Vec<String>>,
+        /// Number of regimes K.
+        #[arg(long)]
+        states: usize,
+        /// Jump penalty λ (cost of one regime switch, in squared z-score units).
+        #[arg(long)]
+        lambda: f64,
+        /// k-means++ starts; the fit with the lowest objective is kept.
+        #[arg(long, default_value_t = 10)]
+        n_init: usize,
+        /// Most coordinate-descent iterations per start.
+        #[arg(long, default_value_t = 1000)]
+        max_iter: usize,
+        /// PRNG seed of the k-means++ starts.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Output model directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Score CSV rows with a model (XGBoost file, jump-model directory or ONNX file).
+    Predict {
+        /// The model.
+        #[arg(long)]
+        model: PathBuf,
+        /// Input rows: header = feature names; an empty cell is a missing value. For jump models
+        /// and LSTMs the rows are one stream in order (per `instrument_id` if that column exists).
+        #[arg(long)]
+        input: PathBuf,
+        /// Output CSV.
         #[arg(long)]
         out: PathBuf,
     },
@@ -341,6 +400,52 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("windows: {:?}", s.counts.features);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Models {
+            command:
+                ModelsCommand::FitSjm {
+                    features,
+                    bars,
+                    columns,
+                    states,
+                    lambda,
+                    n_init,
+                    max_iter,
+                    seed,
+                    out,
+                },
+        } => {
+            let fit = tickpipe::models::sjm::SjmFitConfig {
+                n_states: states,
+                jump_penalty: lambda,
+                n_init,
+                max_iter,
+                seed,
+                ..Default::default()
+            };
+            let s = tickpipe::models_cmd::fit_sjm(&tickpipe::models_cmd::FitSjmOptions {
+                features,
+                bars,
+                columns,
+                fit,
+                out: out.clone(),
+            })?;
+            println!(
+                "fit-sjm: {} of {} rows used (all features finite), features {:?} -> {}",
+                s.used,
+                s.rows,
+                s.features,
+                out.display()
+            );
+            println!("{}", s.report);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Models {
+            command: ModelsCommand::Predict { model, input, out },
+        } => {
+            let n = tickpipe::models_cmd::predict(&model, &input, &out)?;
+            println!("predict: {n} rows -> {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Record {
             ring,
             out,
@@ -470,6 +575,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             out,
             ring_capacity,
             compare,
+            no_lstm,
+            no_models,
         } => {
             if let Some(dirs) = compare {
                 tickpipe::profile_report::compare(
@@ -480,10 +587,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             let stop = tickpipe::shutdown::on_signal()?;
-            let (mut cfg, config_name) = match &config {
+            let (mut cfg, mut config_name) = match &config {
                 Some(p) => (EngineConfig::load(p)?, p.display().to_string()),
-                None => (EngineConfig::default(), "built-in default".to_string()),
+                None => {
+                    let cfg = EngineConfig {
+                        models: tickpipe::engine_cmd::shipped_models(),
+                        ..EngineConfig::default()
+                    };
+                    (cfg, "built-in default".to_string())
+                }
             };
+            if no_models {
+                cfg.models = Default::default();
+                config_name += " (no models)";
+            } else if no_lstm {
+                cfg.models.lstm = None;
+                config_name += " (no LSTM)";
+            }
             if let Some(m) = mode {
                 cfg.mode = m;
                 cfg.validate()?;

@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use tickpipe::pipeline::config::{Placement, SlowLane};
-use tickpipe::pipeline::sample::sample_mbo;
+use tickpipe::pipeline::config::{ModelSettings, Placement, SlowLane};
+use tickpipe::pipeline::sample::{sample_bars, sample_mbo_at};
 use tickpipe::pipeline::signal::{SIGNAL_LEN, SIGNAL_META, Signal};
 use tickpipe::pipeline::stage::available_cores;
 use tickpipe::pipeline::{
@@ -47,8 +47,12 @@ const BURST: u64 = 1_000;
 /// 100 000 records): the runs must lose nothing.
 const MAX_LAG: u64 = 4 * BURST;
 const REPORT_INTERVAL: Duration = Duration::from_millis(1);
-/// Slow-lane work per message: slow enough that bursts overflow the lane and its policy acts.
-const LANE_WORK: Duration = Duration::from_micros(20);
+/// Records are this far apart in exchange time, so that every burst closes a one-second bar for
+/// each of the seven instruments: the bar lane gets seven bars per burst.
+const STEP_NS: u64 = 1_000_000;
+/// Slow-lane work per bar: slow enough that the bars of a burst overflow the lane and its policy
+/// acts.
+const LANE_WORK: Duration = Duration::from_millis(5);
 
 fn main() {
     match std::env::args().nth(1).as_deref() {
@@ -74,7 +78,20 @@ fn config(idle: IdleStrategy, lane: Policy) -> EngineConfig {
             overflow: 64,
             work: LANE_WORK,
         }),
+        models: shipped_hot_path_models(),
         ..EngineConfig::default()
+    }
+}
+
+/// The shipped regime and scoring models: inference runs them on every vector, so their code
+/// is on the hot path and under both checks. (The slow lane runs artificial work here: ONNX
+/// Runtime is off the hot path and manages its own memory.)
+fn shipped_hot_path_models() -> ModelSettings {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/fixtures/pipeline");
+    ModelSettings {
+        sjm: Some(dir.join("sjm")),
+        xgboost: Some(dir.join("score.json")),
+        ..ModelSettings::default()
     }
 }
 
@@ -116,7 +133,7 @@ impl Run {
             let end = (self.published + BURST).min(n);
             for i in self.published..end {
                 self.md
-                    .publish(&sample_mbo(i), self.clock.raw())
+                    .publish(&sample_mbo_at(i, STEP_NS), self.clock.raw())
                     .expect("publish");
             }
             self.published = end;
@@ -158,6 +175,7 @@ fn drain(signals: &mut RingReader<Region>, read: &mut u64) {
             Ok(_) => {
                 let s = Signal::decode(&buf).expect("a valid signal");
                 assert_eq!(s.input_seq, *read, "signals arrive in input order");
+                assert!(s.n_scores == 1 && s.scores[0].is_finite(), "{s:?}");
                 *read += 1;
             }
             Err(ReadError::Empty) => return,
@@ -278,16 +296,23 @@ fn check_report(report: &EngineReport, n: u64, read: u64) -> tickpipe::pipeline:
     assert_eq!((report.signals, read), (n, n), "signals published and read");
     assert_eq!(report.ingest.frames, n);
     assert_eq!(report.main_path_loss(), 0);
+    // The models ran on every vector (not vacuous).
+    let m = &report.inference;
+    assert_eq!((m.ticks, m.scored), (n, n), "{m:?}");
+    assert!(
+        m.invalid_input < n / 2,
+        "the regime model mostly ran: {m:?}"
+    );
     let lane = report
         .links
         .iter()
-        .find(|l| l.name == "inference->forecast")
+        .find(|l| l.name == "features->forecast")
         .expect("the slow lane's link")
         .clone();
     assert_eq!(
         lane.pushed + lane.conflated + lane.dropped,
-        n,
-        "every message offered to the lane is accounted for: {lane:?}"
+        sample_bars(n, STEP_NS, 1_000_000_000),
+        "every bar offered to the lane is accounted for: {lane:?}"
     );
     assert_eq!(report.slow_processed, Some(lane.pushed));
     for stage in &report.stages {
@@ -451,9 +476,13 @@ fn syscall_child() -> ! {
         .engine
         .links()
         .into_iter()
-        .find(|l| l.name == "inference->forecast")
+        .find(|l| l.name == "features->forecast")
         .expect("the slow lane's link");
-    assert_eq!(lane.pushed + lane.conflated + lane.dropped, n, "{lane:?}");
+    assert_eq!(
+        lane.pushed + lane.conflated + lane.dropped,
+        sample_bars(n, STEP_NS, 1_000_000_000),
+        "{lane:?}"
+    );
     // The kernel's own account: exactly the stage threads run under a filter.
     let modes = seccomp_modes();
     let filtered: Vec<&str> = modes

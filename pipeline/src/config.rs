@@ -14,7 +14,7 @@
 //! core = 1
 //! idle = "busy-spin"         # busy-spin | no-op | yielding | backoff | sleeping[:<duration>]
 //!
-//! [slow_lane]                # the forecast lane, fed by inference
+//! [slow_lane]                # the forecast lane: bars from features, forecasts back to inference
 //! enabled = true
 //! policy = "conflate"        # conflate | drop-oldest
 //! capacity = 64
@@ -28,6 +28,19 @@
 //! max_orders = 65536         # resting orders per instrument (MBO)
 //! max_levels = 4096          # price levels per side per instrument
 //! tick_size = 0.25           # used until an instrument definition gives one (optional)
+//!
+//! [models]                 # all optional; relative paths are relative to this file
+//! sjm = "../../models/fixtures/pipeline/sjm"        # regime model directory
+//! xgboost = "../../models/fixtures/pipeline/score.json"   # scoring model (JSON or UBJSON)
+//! lstm = "../../models/fixtures/lstm/lstm_h32.onnx" # slow-lane forecaster (enables the lane)
+//! lstm_bars = "1s"           # 1s | 1m: the bars that feed the forecaster
+//!
+//! [models.stability]         # the regime stability filter
+//! min_confidence = 0.70
+//! max_transitions_per_hour = 10
+//! feature_zero_threshold = 0.5
+//! covariance_regularization = 1e-4
+//! max_regime_distance = 6.0  # RMS z-distance beyond which a vector cannot change the regime
 //!
 //! [reporter]
 //! idle = "sleeping:1ms"
@@ -47,8 +60,10 @@ use crate::book::BookConfig;
 use crate::feature_engine::FeatureEngineConfig;
 use crate::features::{FeatureConfig, TimeSource};
 use crate::idle::IdleStrategy;
+use crate::inference::InferenceSettings;
 use crate::link::Policy;
 use crate::stage::available_cores;
+use tickpipe_models::stability::StabilityConfig;
 
 /// How the stages are deployed (Aeron's threading modes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +173,58 @@ impl FeatureSettings {
     }
 }
 
+/// The models (the `[models]` table).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSettings {
+    /// Statistical Jump Model directory (regimes).
+    pub sjm: Option<PathBuf>,
+    /// XGBoost model (scores).
+    pub xgboost: Option<PathBuf>,
+    /// ONNX LSTM (slow-lane forecasts); setting it enables the slow lane.
+    pub lstm: Option<PathBuf>,
+    /// Interval of the bars that feed the forecaster (one of
+    /// [`crate::feature_engine::BAR_INTERVALS_NS`]).
+    pub lstm_bars_ns: u64,
+    /// The regime stability filter.
+    pub stability: StabilityConfig,
+}
+
+impl Default for ModelSettings {
+    fn default() -> Self {
+        Self {
+            sjm: None,
+            xgboost: None,
+            lstm: None,
+            lstm_bars_ns: 1_000_000_000,
+            stability: StabilityConfig::default(),
+        }
+    }
+}
+
+impl ModelSettings {
+    /// The inference stage's settings, with state for `max_instruments` instruments.
+    pub fn inference(&self, max_instruments: usize) -> InferenceSettings {
+        InferenceSettings {
+            sjm: self.sjm.clone(),
+            xgboost: self.xgboost.clone(),
+            stability: self.stability,
+            max_instruments,
+        }
+    }
+
+    /// Resolves relative model paths against `dir` (the config file's folder).
+    pub fn resolve(&mut self, dir: &Path) {
+        for p in [&mut self.sjm, &mut self.xgboost, &mut self.lstm]
+            .into_iter()
+            .flatten()
+        {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        }
+    }
+}
+
 /// A validated engine configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EngineConfig {
@@ -185,6 +252,23 @@ pub struct EngineConfig {
     pub signal_capacity: usize,
     /// Order books and features.
     pub features: FeatureSettings,
+    /// Models.
+    pub models: ModelSettings,
+}
+
+impl EngineConfig {
+    /// The slow lane the engine runs: the configured one, or a default conflating lane when a
+    /// forecaster is configured without one.
+    pub fn effective_slow_lane(&self) -> Option<SlowLane> {
+        self.slow_lane.or_else(|| {
+            self.models.lstm.as_ref().map(|_| SlowLane {
+                policy: Policy::ConflateLatest,
+                capacity: 64,
+                overflow: 4096,
+                work: Duration::ZERO,
+            })
+        })
+    }
 }
 
 impl Default for EngineConfig {
@@ -198,7 +282,17 @@ impl Default for EngineConfig {
             batch: 256,
             link_capacity: 4096,
             report_interval: Duration::from_millis(100),
-            stages: [spin; 5],
+            // The slow lane backs off when idle: it must not take a core from the main path.
+            stages: [
+                spin,
+                spin,
+                spin,
+                spin,
+                Placement {
+                    core: None,
+                    idle: IdleStrategy::BACKOFF,
+                },
+            ],
             slow_lane: None,
             reporter: Placement {
                 core: None,
@@ -209,6 +303,7 @@ impl Default for EngineConfig {
             signal_ring: None,
             signal_capacity: 16 << 20,
             features: FeatureSettings::default(),
+            models: ModelSettings::default(),
         }
     }
 }
@@ -229,6 +324,71 @@ struct RawConfig {
     reporter: Option<RawPlacement>,
     feeder: Option<RawPlacement>,
     features: Option<RawFeatures>,
+    models: Option<RawModels>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModels {
+    sjm: Option<PathBuf>,
+    xgboost: Option<PathBuf>,
+    lstm: Option<PathBuf>,
+    lstm_bars: Option<String>,
+    stability: Option<RawStability>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStability {
+    min_confidence: Option<f64>,
+    max_transitions_per_hour: Option<u32>,
+    feature_zero_threshold: Option<f64>,
+    covariance_regularization: Option<f64>,
+    max_regime_distance: Option<f64>,
+}
+
+fn model_settings(raw: Option<&RawModels>) -> Result<ModelSettings, PipelineError> {
+    let d = ModelSettings::default();
+    let Some(raw) = raw else { return Ok(d) };
+    let lstm_bars_ns = match raw.lstm_bars.as_deref() {
+        None => d.lstm_bars_ns,
+        Some("1s") => 1_000_000_000,
+        Some("1m") => 60_000_000_000,
+        Some(other) => {
+            return Err(err(
+                "models.lstm_bars",
+                format!("unknown bar interval {other:?} (1s, 1m)"),
+            ));
+        }
+    };
+    let mut stability = d.stability;
+    if let Some(s) = &raw.stability {
+        if let Some(v) = s.min_confidence {
+            stability.min_confidence = v;
+        }
+        if let Some(v) = s.max_transitions_per_hour {
+            stability.max_transitions_per_hour = v;
+        }
+        if let Some(v) = s.feature_zero_threshold {
+            stability.feature_zero_threshold = v;
+        }
+        if let Some(v) = s.covariance_regularization {
+            stability.covariance_regularization = v;
+        }
+        if let Some(v) = s.max_regime_distance {
+            stability.max_regime_distance = v;
+        }
+        stability
+            .validate()
+            .map_err(|e| err("models.stability", e.to_string()))?;
+    }
+    Ok(ModelSettings {
+        sjm: raw.sjm.clone(),
+        xgboost: raw.xgboost.clone(),
+        lstm: raw.lstm.clone(),
+        lstm_bars_ns,
+        stability,
+    })
 }
 
 #[derive(Deserialize)]
@@ -368,13 +528,16 @@ impl EngineConfig {
                 format!("cannot read the config: {e}"),
             )
         })?;
-        Self::from_toml(&text).map_err(|e| match e {
+        let mut cfg = Self::from_toml(&text).map_err(|e| match e {
             PipelineError::Config { field, msg } => PipelineError::Config {
                 field: format!("{}: {field}", path.display()),
                 msg,
             },
             other => other,
-        })
+        })?;
+        cfg.models
+            .resolve(path.parent().unwrap_or_else(|| Path::new(".")));
+        Ok(cfg)
     }
 
     /// Parses and validates TOML text.
@@ -490,6 +653,7 @@ impl EngineConfig {
             signal_ring: raw.signal_ring,
             signal_capacity,
             features: feature_settings(raw.features.as_ref())?,
+            models: model_settings(raw.models.as_ref())?,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -517,7 +681,11 @@ impl EngineConfig {
             }
         }
         if self.mode == ThreadingMode::Dedicated {
-            let active = if self.slow_lane.is_some() { 5 } else { 4 };
+            let active = if self.effective_slow_lane().is_some() {
+                5
+            } else {
+                4
+            };
             let placed = STAGES.iter().zip(&self.stages).take(active);
             for (i, (name, p)) in placed.clone().enumerate() {
                 if let Some((other, _)) = placed

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! md ring ─► [ingest] ─► [features] ─► [inference] ─► [health] ─► signal ring
-//!                                          └─(conflate / drop-oldest)─► [forecast]
+//!                            │ bars            ▲ forecasts
+//!                            └─(conflate)─► [forecast] ─(conflate)┘
 //! every stage ──histogram sets over SPSC──► [reporter]
 //! ```
 
@@ -16,13 +17,15 @@ use tickpipe_shm::{Region, RingReader, RingWriter};
 use crate::PipelineError;
 use crate::config::{EngineConfig, STAGES, ThreadingMode};
 use crate::feature_engine::{FeatureEngine, FeatureEngineCounts};
+use crate::forecast::ForecastCounts;
+use crate::inference::{InferenceCounts, InferenceEngine};
 use crate::latency::{LatencySink, Reporter, StageLatency};
 use crate::link::{LinkCounts, LinkStats, Message, Policy, link};
-use crate::msg::{Event, Tick};
+use crate::msg::{BarMsg, Event, Forecast, Tick};
 use crate::stage::{CompositeStage, DutyStats, Invoker, Stage, StageRunner, ThreadHooks};
 use crate::stages::{
-    FeatureStage, FeatureStats, IngestCounts, IngestStage, IngestStats, PassStage, PublishStage,
-    SlowLaneStage, clock_ticks_per_ms,
+    FeatureStage, FeatureStats, ForecastStage, InferenceStage, IngestCounts, IngestStage,
+    IngestStats, ModelStats, PublishStage, clock_ticks_per_ms,
 };
 
 /// A stage with its index in [`STAGES`].
@@ -39,6 +42,8 @@ pub struct Engine {
     links: Vec<Arc<LinkStats>>,
     ingest: Arc<IngestStats>,
     features: Arc<FeatureStats>,
+    inference: Arc<ModelStats<InferenceCounts>>,
+    forecast: Option<Arc<ModelStats<ForecastCounts>>>,
     published: Arc<AtomicU64>,
     slow_processed: Option<Arc<AtomicU64>>,
     sink: LatencySink,
@@ -67,6 +72,10 @@ pub struct EngineReport {
     pub ingest: IngestCounts,
     /// Order book and feature counters.
     pub features: FeatureEngineCounts,
+    /// Inference counters.
+    pub inference: InferenceCounts,
+    /// Slow-lane forecaster counters (with a model on the lane).
+    pub forecast: Option<ForecastCounts>,
     /// Signals published (one per feature vector).
     pub signals: u64,
     /// Messages the slow lane processed (if enabled).
@@ -133,27 +142,60 @@ impl Engine {
         links.push(stats);
         let feature_engine = FeatureEngine::new(&cfg.features.engine_config())?;
         let feature_stats = Arc::new(FeatureStats::default());
-        let (lane_tx, lane_stage, slow_processed) = match cfg.slow_lane {
+        let max_instruments = cfg.features.max_instruments;
+        let inference_engine = InferenceEngine::new(
+            &cfg.models.inference(max_instruments),
+            cfg.features.time_source,
+        )?;
+        let inference_stats = Arc::new(ModelStats::default());
+        let mut forecast_stats = None;
+        let (lane_tx, forecast_rx, lane_stage, slow_processed) = match cfg.effective_slow_lane() {
             Some(lane) => {
-                let (tx, rx, stats) = link::<Tick>(
-                    "inference->forecast",
+                let (tx, rx, stats) = link::<BarMsg>(
+                    "features->forecast",
                     lane.capacity,
                     lane.policy,
                     lane.overflow,
                 )?;
                 links.push(stats);
+                // Forecasts back to inference: one per bar at most, the latest per instrument
+                // is all inference keeps, so conflating loses nothing it would use.
+                let (back, (ftx, frx)) = match &cfg.models.lstm {
+                    Some(_) => {
+                        let (ftx, frx, stats) = link::<Forecast>(
+                            "forecast->inference",
+                            lane.capacity,
+                            Policy::ConflateLatest,
+                            lane.overflow,
+                        )?;
+                        links.push(stats);
+                        (true, (Some(ftx), Some(frx)))
+                    }
+                    None => (false, (None, None)),
+                };
                 let processed = Arc::new(AtomicU64::new(0));
-                let stage = SlowLaneStage::new(
+                let fstats = Arc::new(ModelStats::default());
+                if back {
+                    forecast_stats = Some(fstats.clone());
+                }
+                let stage = ForecastStage::new(
                     rx,
-                    cfg.batch,
+                    ftx,
+                    cfg.models.lstm.clone().map(|p| (p, max_instruments)),
                     clock.clone(),
                     lane.work.as_nanos() as u64,
                     reporter.recorder("forecast", interval)?,
                     processed.clone(),
+                    fstats,
                 );
-                (Some(tx), Some(stage), Some(processed))
+                (
+                    Some((tx, cfg.models.lstm_bars_ns)),
+                    frx,
+                    Some(stage),
+                    Some(processed),
+                )
             }
-            None => (None, None, None),
+            None => (None, None, None, None),
         };
         let stop = Arc::new(AtomicBool::new(false));
         let ingest_stats = Arc::new(IngestStats::default());
@@ -176,6 +218,7 @@ impl Engine {
                 Box::new(FeatureStage::new(
                     features_rx,
                     features_tx,
+                    lane_tx,
                     feature_engine,
                     cfg.batch,
                     clock.clone(),
@@ -185,14 +228,15 @@ impl Engine {
             ),
             (
                 2,
-                Box::new(PassStage::new(
-                    "inference",
+                Box::new(InferenceStage::new(
                     inference_rx,
                     inference_tx,
-                    lane_tx,
+                    forecast_rx,
+                    inference_engine,
                     cfg.batch,
                     clock.clone(),
                     reporter.recorder("inference", interval)?,
+                    inference_stats.clone(),
                 )),
             ),
         ];
@@ -222,6 +266,8 @@ impl Engine {
             links,
             ingest: ingest_stats,
             features: feature_stats,
+            inference: inference_stats,
+            forecast: forecast_stats,
             published,
             slow_processed,
             sink,
@@ -395,6 +441,8 @@ impl Engine {
             links: self.links(),
             ingest: self.ingest(),
             features: self.features.last().unwrap_or_default(),
+            inference: self.inference.last().unwrap_or_default(),
+            forecast: self.forecast.as_ref().and_then(|f| f.last()),
             signals: self.signals_published(),
             slow_processed: self
                 .slow_processed

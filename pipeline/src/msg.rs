@@ -131,7 +131,34 @@ macro_rules! keyed_by_instrument {
     )*};
 }
 
-keyed_by_instrument!(Event, Tick);
+keyed_by_instrument!(Event, Tick, BarMsg, Forecast);
+
+/// A completed bar on its way to the slow lane (features -> forecast).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct BarMsg {
+    /// Instrument id.
+    pub instrument_id: u32,
+    /// When the bar was made visible on the link.
+    pub enqueue_ticks: u64,
+    /// The bar.
+    pub bar: crate::features::Bar,
+}
+
+/// Outputs a forecast carries.
+pub const MAX_FORECAST: usize = 4;
+
+/// A forecast on its way back from the slow lane (forecast -> inference).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Forecast {
+    /// Instrument id.
+    pub instrument_id: u32,
+    /// When the forecast was made visible on the link.
+    pub enqueue_ticks: u64,
+    /// End of the bar the forecast was made from (feature clock, ns).
+    pub ts_bar_end: u64,
+    /// The model's outputs (the first is attached to signals).
+    pub values: [f32; MAX_FORECAST],
+}
 
 /// A feature vector on the main path (features -> inference -> health): the identity and stamps
 /// of the event that completed a consistent book state, and the vector computed there.
@@ -159,7 +186,29 @@ pub struct Tick {
     pub crossed: bool,
     /// The feature vector, in schema order ([`crate::features::SCHEMA`]).
     pub values: [f64; crate::features::N_FEATURES],
+    /// Raw regime of the online jump model ([`NO_REGIME`] without one).
+    pub regime: u8,
+    /// Regime after the stability filter ([`NO_REGIME`] until one is accepted).
+    pub stable_regime: u8,
+    /// How many of `scores` the scoring model filled.
+    pub n_scores: u8,
+    /// Inference flags (`crate::signal::MF_*`).
+    pub model_flags: u8,
+    /// Confidence of `regime`, in [0, 1] (NaN without a regime model).
+    pub confidence: f32,
+    /// Scoring model outputs (NaN past `n_scores`).
+    pub scores: [f32; MAX_SCORES],
+    /// Latest forecast of the slow lane for this instrument (NaN without one).
+    pub forecast: f32,
+    /// Age of `forecast`: time on the feature clock since the bar it was made from closed
+    /// (`u64::MAX` without one).
+    pub forecast_age_ns: u64,
 }
+
+/// A regime id meaning "none".
+pub const NO_REGIME: u8 = u8::MAX;
+/// Scoring outputs a tick (and a signal) carries.
+pub const MAX_SCORES: usize = 4;
 
 impl Default for Tick {
     fn default() -> Self {
@@ -175,6 +224,14 @@ impl Default for Tick {
             flags: 0,
             crossed: false,
             values: [f64::NAN; crate::features::N_FEATURES],
+            regime: NO_REGIME,
+            stable_regime: NO_REGIME,
+            n_scores: 0,
+            model_flags: 0,
+            confidence: f32::NAN,
+            scores: [f32::NAN; MAX_SCORES],
+            forecast: f32::NAN,
+            forecast_age_ns: u64::MAX,
         }
     }
 }

@@ -35,6 +35,11 @@ fn group_order(g: u64) -> (u64, i64, u32, u8) {
 
 /// Record `i` of the stream, as DBN MBO bytes (the current DBN layout).
 pub fn sample_mbo(i: u64) -> [u8; MBO_LEN] {
+    sample_mbo_at(i, 10)
+}
+
+/// Record `i` of the stream with `ts_event` advancing `step_ns` per record (from 1 ms).
+pub fn sample_mbo_at(i: u64, step_ns: u64) -> [u8; MBO_LEN] {
     let g = i / 4;
     let instrument = (g % INSTRUMENTS) as u32 + 1;
     let (order_id, price, size, side, action) = match i % 4 {
@@ -58,7 +63,7 @@ pub fn sample_mbo(i: u64) -> [u8; MBO_LEN] {
         }
         _ => (0, 0, 0, b'N', b'N'),
     };
-    let ts_event = 1_000_000 + i * 10;
+    let ts_event = 1_000_000 + i * step_ns;
     let mut b = [0u8; MBO_LEN];
     b[0] = (MBO_LEN / 4) as u8;
     b[1] = crate::msg::rtype::MBO;
@@ -74,6 +79,23 @@ pub fn sample_mbo(i: u64) -> [u8; MBO_LEN] {
     b[40..48].copy_from_slice(&(ts_event + 5).to_le_bytes());
     b[52..56].copy_from_slice(&(i as u32).to_le_bytes());
     b
+}
+
+/// Bars of `interval_ns` that the first `n` records of [`sample_mbo_at`]`(_, step_ns)` make
+/// when windows run on `ts_recv`: one per instrument and interval with a trade (record
+/// `i % 4 == 2` is a trade).
+pub fn sample_bars(n: u64, step_ns: u64, interval_ns: u64) -> u64 {
+    let mut bars = 0;
+    let mut last = [u64::MAX; INSTRUMENTS as usize];
+    for i in (2..n).step_by(4) {
+        let k = ((i / 4) % INSTRUMENTS) as usize;
+        let bucket = (1_000_000 + i * step_ns + 5) / interval_ns;
+        if last[k] != bucket {
+            last[k] = bucket;
+            bars += 1;
+        }
+    }
+    bars
 }
 
 #[cfg(test)]

@@ -1,33 +1,69 @@
 //! The engine's output record, published into a signal ring for other processes.
 //!
-//! A signal is a 64-byte little-endian record that starts with a header shaped like DBN's
-//! (`length` in 4-byte words, `rtype`, `publisher_id`, `instrument_id`, `ts_event`), so tools
-//! that walk DBN-style framing can skip it by its length.
+//! A signal is a 96-byte little-endian record, one per consistent book state (every event that
+//! completes a record with DBN's `F_LAST`). It starts with a header shaped like DBN's (`length`
+//! in 4-byte words, `rtype`, `publisher_id`, `instrument_id`, `ts_event`), so tools that walk
+//! DBN-style framing can skip it by its length.
 //!
 //! ```text
-//!  0      1      2        4              8                16
-//!  +------+------+--------+--------------+----------------+
-//!  |len=16|rtype |publishr| instrument_id| ts_event       |   header (16 bytes)
-//!  +------+------+--------+--------------+----------------+
-//!  16 input_seq (u64)  24 ts_recv (u64)  32 price (i64, 1e-9)
-//!  40 score (f64)      48 forecast (f64) 56 size (u32)
-//!  60 regime (u8)  61 alert (u8)  62 side (u8)  63 flags (u8)
+//!  off  size  field            meaning
+//!    0     1  length           24 (words of 4 bytes)
+//!    1     1  rtype            0xE0
+//!    2     2  publisher_id     of the input record
+//!    4     4  instrument_id
+//!    8     8  ts_event         exchange time of the input record (ns since the UNIX epoch)
+//!   16     8  input_seq        the market-data ring's frame sequence number of the input
+//!   24     8  ts_recv          capture-server receive time of the input
+//!   32     8  price            mid price, 1e-9 fixed point (i64::MAX when one-sided)
+//!   40    16  scores[4]        f32 scoring-model outputs (XGBoost); NaN past n_scores
+//!   56     4  forecast         f32, the latest slow-lane (LSTM) forecast; NaN without one
+//!   60     4  confidence       f32 in [0, 1], of the raw regime; NaN without a regime model
+//!   64     8  forecast_age_ns  feature-clock time since the forecast's bar closed (u64::MAX: none)
+//!   72     8  reserved         zero
+//!   80     1  regime           raw online regime (0xFF: none)
+//!   81     1  stable_regime    regime after the stability filter (0xFF: none accepted yet)
+//!   82     1  n_scores         how many scores are filled
+//!   83     1  alert            alert level (0 = none)
+//!   84     1  flags            DBN flags of the input record
+//!   85     1  model_flags      MF_* bits below
+//!   86    10  reserved         zero
 //! ```
 //!
 //! The ring's metadata is [`SIGNAL_META`]: a magic, a format version and the record length, so
 //! a reader refuses a ring it does not understand.
 
+use crate::msg::{MAX_SCORES, NO_REGIME};
+
 /// Record type of a signal (outside DBN's assigned range).
 pub const SIGNAL_RTYPE: u8 = 0xE0;
 /// Bytes per signal.
-pub const SIGNAL_LEN: usize = 64;
+pub const SIGNAL_LEN: usize = 96;
 /// Format version.
-pub const SIGNAL_VERSION: u8 = 1;
+pub const SIGNAL_VERSION: u8 = 2;
 /// The signal ring's metadata: magic `TPSG`, version, record length.
 pub const SIGNAL_META: [u8; 6] = [b'T', b'P', b'S', b'G', SIGNAL_VERSION, SIGNAL_LEN as u8];
 
+/// `model_flags`: the regime change was held because its confidence was below
+/// `min_confidence`.
+pub const MF_LOW_CONFIDENCE: u8 = 0x01;
+/// `model_flags`: the regime change was held by the transitions-per-hour budget.
+pub const MF_RATE_LIMITED: u8 = 0x02;
+/// `model_flags`: too many features were exactly zero; the last stable regime was held.
+pub const MF_UNRELIABLE_INPUT: u8 = 0x04;
+/// `model_flags`: a regime-model input was not finite; the online state was not advanced.
+pub const MF_INVALID_INPUT: u8 = 0x08;
+/// `model_flags`: the stable regime changed at this signal.
+pub const MF_REGIME_CHANGED: u8 = 0x10;
+/// `model_flags`: no inference state was free for this instrument (see the counters).
+pub const MF_NO_SLOT: u8 = 0x20;
+/// `model_flags`: the book was crossed or locked in this state.
+pub const MF_CROSSED: u8 = 0x40;
+/// `model_flags`: the regime change was held because the vector was too far from the candidate
+/// regime (`max_regime_distance`).
+pub const MF_OFF_REGIME: u8 = 0x80;
+
 /// One engine signal.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Signal {
     /// Publisher of the input record.
     pub publisher_id: u16,
@@ -39,22 +75,51 @@ pub struct Signal {
     pub input_seq: u64,
     /// The input record's receive time.
     pub ts_recv: u64,
-    /// Reference price (DBN fixed point).
+    /// Mid price (DBN fixed point).
     pub price: i64,
-    /// Model score.
-    pub score: f64,
-    /// Forecast.
-    pub forecast: f64,
-    /// Size of the input.
-    pub size: u32,
-    /// Regime id.
+    /// Scoring model outputs.
+    pub scores: [f32; MAX_SCORES],
+    /// Latest slow-lane forecast.
+    pub forecast: f32,
+    /// Confidence of the raw regime.
+    pub confidence: f32,
+    /// Age of the forecast (ns).
+    pub forecast_age_ns: u64,
+    /// Raw regime.
     pub regime: u8,
+    /// Stable regime.
+    pub stable_regime: u8,
+    /// Filled scores.
+    pub n_scores: u8,
     /// Alert level.
     pub alert: u8,
-    /// Side of the input.
-    pub side: u8,
-    /// Flags.
+    /// DBN flags of the input.
     pub flags: u8,
+    /// `MF_*` bits.
+    pub model_flags: u8,
+}
+
+impl Default for Signal {
+    fn default() -> Self {
+        Signal {
+            publisher_id: 0,
+            instrument_id: 0,
+            ts_event: 0,
+            input_seq: 0,
+            ts_recv: 0,
+            price: i64::MAX,
+            scores: [f32::NAN; MAX_SCORES],
+            forecast: f32::NAN,
+            confidence: f32::NAN,
+            forecast_age_ns: u64::MAX,
+            regime: NO_REGIME,
+            stable_regime: NO_REGIME,
+            n_scores: 0,
+            alert: 0,
+            flags: 0,
+            model_flags: 0,
+        }
+    }
 }
 
 /// Why bytes are not a signal.
@@ -74,6 +139,10 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(w)
 }
 
+fn f32_at(b: &[u8], at: usize) -> f32 {
+    f32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
 impl Signal {
     /// Encodes into the wire layout.
     #[inline]
@@ -87,13 +156,18 @@ impl Signal {
         b[16..24].copy_from_slice(&self.input_seq.to_le_bytes());
         b[24..32].copy_from_slice(&self.ts_recv.to_le_bytes());
         b[32..40].copy_from_slice(&self.price.to_le_bytes());
-        b[40..48].copy_from_slice(&self.score.to_le_bytes());
-        b[48..56].copy_from_slice(&self.forecast.to_le_bytes());
-        b[56..60].copy_from_slice(&self.size.to_le_bytes());
-        b[60] = self.regime;
-        b[61] = self.alert;
-        b[62] = self.side;
-        b[63] = self.flags;
+        for (i, s) in self.scores.iter().enumerate() {
+            b[40 + 4 * i..44 + 4 * i].copy_from_slice(&s.to_le_bytes());
+        }
+        b[56..60].copy_from_slice(&self.forecast.to_le_bytes());
+        b[60..64].copy_from_slice(&self.confidence.to_le_bytes());
+        b[64..72].copy_from_slice(&self.forecast_age_ns.to_le_bytes());
+        b[80] = self.regime;
+        b[81] = self.stable_regime;
+        b[82] = self.n_scores;
+        b[83] = self.alert;
+        b[84] = self.flags;
+        b[85] = self.model_flags;
         b
     }
 
@@ -108,6 +182,10 @@ impl Signal {
         if b[1] != SIGNAL_RTYPE {
             return Err(SignalError::Rtype(b[1]));
         }
+        let mut scores = [0f32; MAX_SCORES];
+        for (i, s) in scores.iter_mut().enumerate() {
+            *s = f32_at(b, 40 + 4 * i);
+        }
         Ok(Signal {
             publisher_id: u16::from_le_bytes([b[2], b[3]]),
             instrument_id: u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
@@ -115,13 +193,16 @@ impl Signal {
             input_seq: u64_at(b, 16),
             ts_recv: u64_at(b, 24),
             price: u64_at(b, 32) as i64,
-            score: f64::from_bits(u64_at(b, 40)),
-            forecast: f64::from_bits(u64_at(b, 48)),
-            size: u32::from_le_bytes([b[56], b[57], b[58], b[59]]),
-            regime: b[60],
-            alert: b[61],
-            side: b[62],
-            flags: b[63],
+            scores,
+            forecast: f32_at(b, 56),
+            confidence: f32_at(b, 60),
+            forecast_age_ns: u64_at(b, 64),
+            regime: b[80],
+            stable_regime: b[81],
+            n_scores: b[82],
+            alert: b[83],
+            flags: b[84],
+            model_flags: b[85],
         })
     }
 }
@@ -162,25 +243,34 @@ mod tests {
             input_seq: 2,
             ts_recv: 3,
             price: -4,
-            score: 0.5,
+            scores: [0.5, -1.0, 2.5, 1e-7],
             forecast: -1.25,
-            size: 9,
+            confidence: 0.75,
+            forecast_age_ns: 123_456,
             regime: 2,
+            stable_regime: 1,
+            n_scores: 4,
             alert: 1,
-            side: b'B',
             flags: 0x80,
+            model_flags: MF_RATE_LIMITED | MF_CROSSED,
         };
         let b = s.encode();
         assert_eq!(Signal::decode(&b), Ok(s));
         assert_eq!(b[0] as usize * 4, SIGNAL_LEN);
-        assert_eq!(Signal::decode(&b[..63]), Err(SignalError::Length(63)));
+        assert!(b[72..80].iter().chain(&b[86..]).all(|&x| x == 0));
+        assert_eq!(Signal::decode(&b[..95]), Err(SignalError::Length(95)));
         let mut bad = b;
         bad[1] = 0xA0;
         assert_eq!(Signal::decode(&bad), Err(SignalError::Rtype(0xA0)));
         assert!(check_meta(&SIGNAL_META).is_ok());
         assert!(check_meta(b"DBN\x03..").unwrap_err().contains("TPSG"));
-        let mut v2 = SIGNAL_META;
-        v2[4] = 2;
-        assert!(check_meta(&v2).unwrap_err().contains("version 2"));
+        let mut v1 = SIGNAL_META;
+        v1[4] = 1;
+        assert!(check_meta(&v1).unwrap_err().contains("version 1"));
+        // Every field lands at its documented offset.
+        assert_eq!(f32_at(&b, 56), -1.25);
+        assert_eq!(f32_at(&b, 60), 0.75);
+        assert_eq!(u64_at(&b, 64), 123_456);
+        assert_eq!((b[80], b[81], b[82], b[85]), (2, 1, 4, 0x42));
     }
 }

@@ -1,5 +1,5 @@
-//! The engine's stages. Inference passes feature vectors through unchanged until its models
-//! exist; the runtime around it (links, batching, stamps, latency, shutdown) is the real one.
+//! The engine's stages: ingest, features (with the bar lane), inference, health/publish, and
+//! the slow forecast lane.
 //!
 //! Every stage follows one duty cycle: take as many input messages as the output has room for
 //! (at most a batch), stamp `t0`, process, stamp `t1`, record queue wait (`t0 - enqueue`) per
@@ -14,9 +14,12 @@ use tickpipe_shm::{ReadError, Region, RingReader, RingWriter};
 
 use crate::PipelineError;
 use crate::feature_engine::{FeatureEngine, FeatureEngineCounts};
+use crate::features::Bar;
+use crate::forecast::{ForecastCounts, ForecastEngine};
+use crate::inference::{InferenceCounts, InferenceEngine};
 use crate::latency::LatencyRecorder;
 use crate::link::{Message, Receiver, Sender};
-use crate::msg::{Event, MAX_PARTS, Tick};
+use crate::msg::{BarMsg, Event, Forecast, MAX_PARTS, Tick};
 use crate::signal::Signal;
 use crate::stage::Stage;
 
@@ -295,6 +298,9 @@ impl FeatureStats {
 pub struct FeatureStage {
     input: Receiver<Event>,
     out: Sender<Tick>,
+    /// The bar lane to the forecaster and the bar interval it takes.
+    lane: Option<(Sender<BarMsg>, u64)>,
+    lane_closed: bool,
     engine: FeatureEngine,
     buf: Vec<Event>,
     ticks: Vec<Tick>,
@@ -313,10 +319,13 @@ impl std::fmt::Debug for FeatureStage {
 }
 
 impl FeatureStage {
-    /// A feature stage running `engine`.
+    /// A feature stage running `engine`; completed bars of `lane.1` ns go onto `lane.0` (a lossy
+    /// link: the main path never waits for it).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         input: Receiver<Event>,
         out: Sender<Tick>,
+        lane: Option<(Sender<BarMsg>, u64)>,
         engine: FeatureEngine,
         batch: usize,
         clock: quanta::Clock,
@@ -327,6 +336,8 @@ impl FeatureStage {
         Self {
             input,
             out,
+            lane_closed: lane.is_none(),
+            lane,
             engine,
             buf: vec![Event::default(); batch.max(1)],
             ticks: vec![Tick::default(); batch.max(1)],
@@ -346,9 +357,47 @@ impl FeatureStage {
         self.stats.vectors.store(c.vectors, Ordering::Relaxed);
     }
 
+    /// Hands a bar to the lane if it takes bars of this interval.
+    #[inline]
+    fn offer_bar(lane: &mut Option<(Sender<BarMsg>, u64)>, id: u32, bar: Bar, ticks: u64) {
+        if let Some((tx, interval)) = lane
+            && bar.interval_ns == *interval
+        {
+            tx.send(
+                &mut [BarMsg {
+                    instrument_id: id,
+                    enqueue_ticks: 0,
+                    bar,
+                }],
+                ticks,
+            );
+        }
+    }
+
+    /// Flushes the lane's held bars; closes it once they are out (after the main path ended).
+    fn drain_lane(&mut self) -> usize {
+        let Some((tx, _)) = &mut self.lane else {
+            return 0;
+        };
+        let moved = if tx.has_overflow() {
+            tx.flush(self.clock.raw())
+        } else {
+            0
+        };
+        if self.done && !tx.has_overflow() && !self.lane_closed {
+            tx.close();
+            self.lane_closed = true;
+        }
+        moved
+    }
+
     fn finish(&mut self) {
         self.done = true;
-        self.engine.flush_bars(&mut |_, _| {});
+        let t = self.clock.raw();
+        let lane = &mut self.lane;
+        self.engine
+            .flush_bars(&mut |id, bar| Self::offer_bar(lane, id, bar, t));
+        self.drain_lane();
         self.out.close();
         self.rec.finish();
         self.publish_progress();
@@ -378,27 +427,37 @@ impl Stage for FeatureStage {
     #[inline]
     fn do_work(&mut self) -> usize {
         if self.done {
-            return 0;
+            return self.drain_lane();
+        }
+        let mut work = 0;
+        if self.lane.as_ref().is_some_and(|(tx, _)| tx.has_overflow()) {
+            work += self.drain_lane();
         }
         let available = self.input.available();
         if available == 0 {
             if self.input.is_finished() {
                 self.finish();
             }
-            return 0;
+            return work;
         }
         // At most one vector per event: room for the batch downstream bounds the batch.
         let room = self.out.free().min(self.buf.len());
         if room == 0 {
             self.out.note_stall();
-            return 0;
+            return work;
         }
         let t0 = self.clock.raw();
         let n = self.input.recv(&mut self.buf[..room.min(available)]);
         let mut k = 0;
+        let lane = &mut self.lane;
         for ev in &self.buf[..n] {
             self.rec.queue(t0.saturating_sub(ev.enqueue_ticks));
-            if self.engine.on_event(ev, &mut self.ticks[k], &mut |_, _| {}) {
+            if self
+                .engine
+                .on_event(ev, &mut self.ticks[k], &mut |id, bar| {
+                    Self::offer_bar(lane, id, bar, t0)
+                })
+            {
                 k += 1;
             }
         }
@@ -410,66 +469,92 @@ impl Stage for FeatureStage {
             self.publish_progress();
         }
         self.rec.maybe_ship(t1);
-        n
+        work + n
     }
 
     fn is_done(&self) -> bool {
-        self.done
+        self.done && self.lane_closed
     }
 }
 
-/// A stage that passes messages through (inference until its models exist), optionally copying
-/// them onto a slow lane that never holds the main path up.
-pub struct PassStage<M: Message> {
-    name: &'static str,
-    input: Receiver<M>,
-    out: Sender<M>,
-    lane: Option<Sender<M>>,
-    buf: Vec<M>,
+/// Counters of a stage that runs a model engine, handed over once it has finished (the duty
+/// cycle itself never takes the lock).
+#[derive(Debug, Default)]
+pub struct ModelStats<C> {
+    last: Mutex<Option<C>>,
+}
+
+impl<C: Copy> ModelStats<C> {
+    /// The counters, once the stage has finished.
+    pub fn last(&self) -> Option<C> {
+        self.last.lock().ok().and_then(|c| *c)
+    }
+
+    fn set(&self, c: C) {
+        // Taken once, when the stage finishes.
+        if let Ok(mut l) = self.last.lock() {
+            *l = Some(c);
+        }
+    }
+}
+
+/// Inference: runs the regime model, its stability filter and the scoring model on every
+/// feature vector, attaches the latest slow-lane forecast, and passes the vector on.
+pub struct InferenceStage {
+    input: Receiver<Tick>,
+    out: Sender<Tick>,
+    forecasts: Option<Receiver<Forecast>>,
+    engine: InferenceEngine,
+    buf: Vec<Tick>,
+    fbuf: Vec<Forecast>,
     clock: quanta::Clock,
     rec: LatencyRecorder,
+    stats: Arc<ModelStats<InferenceCounts>>,
     done: bool,
 }
 
-impl<M: Message> std::fmt::Debug for PassStage<M> {
+impl std::fmt::Debug for InferenceStage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PassStage")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
+        f.debug_struct("InferenceStage").finish_non_exhaustive()
     }
 }
 
-impl<M: Message> PassStage<M> {
-    /// A pass-through stage.
+impl InferenceStage {
+    /// An inference stage running `engine`, taking forecasts from `forecasts`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        name: &'static str,
-        input: Receiver<M>,
-        out: Sender<M>,
-        lane: Option<Sender<M>>,
+        input: Receiver<Tick>,
+        out: Sender<Tick>,
+        forecasts: Option<Receiver<Forecast>>,
+        engine: InferenceEngine,
         batch: usize,
         clock: quanta::Clock,
         rec: LatencyRecorder,
+        stats: Arc<ModelStats<InferenceCounts>>,
     ) -> Self {
         Self {
-            name,
             input,
             out,
-            lane,
-            buf: vec![M::default(); batch.max(1)],
+            forecasts,
+            engine,
+            buf: vec![Tick::default(); batch.max(1)],
+            fbuf: vec![Forecast::default(); 64],
             clock,
             rec,
+            stats,
             done: false,
         }
     }
 }
 
-impl<M: Message> Stage for PassStage<M> {
+impl Stage for InferenceStage {
     fn role_name(&self) -> &str {
-        self.name
+        "inference"
     }
 
     fn on_start(&mut self) -> Result<(), PipelineError> {
-        self.buf.fill(M::default());
+        self.buf.fill(Tick::default());
+        self.fbuf.fill(Forecast::default());
         Ok(())
     }
 
@@ -479,21 +564,20 @@ impl<M: Message> Stage for PassStage<M> {
             return 0;
         }
         let mut work = 0;
-        if let Some(lane) = &mut self.lane
-            && lane.has_overflow()
-        {
-            work += lane.flush(self.clock.raw());
+        if let Some(rx) = &mut self.forecasts {
+            let n = rx.recv(&mut self.fbuf);
+            for f in &self.fbuf[..n] {
+                self.engine.on_forecast(f);
+            }
+            work += n;
         }
         let available = self.input.available();
         if available == 0 {
-            // Finished upstream: close once the lane's held messages are out too.
-            if self.input.is_finished() && !self.lane.as_ref().is_some_and(|l| l.has_overflow()) {
+            if self.input.is_finished() {
                 self.done = true;
                 self.out.close();
-                if let Some(lane) = &self.lane {
-                    lane.close();
-                }
                 self.rec.finish();
+                self.stats.set(self.engine.counts());
             }
             return work;
         }
@@ -504,15 +588,13 @@ impl<M: Message> Stage for PassStage<M> {
         }
         let t0 = self.clock.raw();
         let n = self.input.recv(&mut self.buf[..room.min(available)]);
-        for ev in &self.buf[..n] {
-            self.rec.queue(t0.saturating_sub(ev.enqueue_ticks()));
+        for t in &mut self.buf[..n] {
+            self.rec.queue(t0.saturating_sub(t.enqueue_ticks));
+            self.engine.on_tick(t);
         }
         let t1 = self.clock.raw();
         self.rec.service(t1.saturating_sub(t0), n);
         self.out.send(&mut self.buf[..n], t1);
-        if let Some(lane) = &mut self.lane {
-            lane.send(&mut self.buf[..n], t1);
-        }
         self.rec.maybe_ship(t1);
         work + n
     }
@@ -571,8 +653,7 @@ impl<W: Region + Send> PublishStage<W> {
         }
     }
 
-    /// The signal for one book state: its identity and the mid price (scores, regime and
-    /// alerts are filled by the stages that compute them).
+    /// The signal for one book state: its identity, the mid price and the models' outputs.
     #[inline]
     fn signal(t: &Tick) -> Signal {
         let mid = t.values[crate::features::MID];
@@ -587,8 +668,16 @@ impl<W: Region + Send> PublishStage<W> {
             } else {
                 crate::depth::UNDEF_PRICE
             },
+            scores: t.scores,
+            forecast: t.forecast,
+            confidence: t.confidence,
+            forecast_age_ns: t.forecast_age_ns,
+            regime: t.regime,
+            stable_regime: t.stable_regime,
+            n_scores: t.n_scores,
+            alert: 0,
             flags: t.flags,
-            ..Signal::default()
+            model_flags: t.model_flags,
         }
     }
 }
@@ -655,71 +744,110 @@ impl<W: Region + Send> Stage for PublishStage<W> {
     }
 }
 
-/// A slow lane (the place of the LSTM forecast): takes what its conflating or dropping link
-/// delivers and spends `work_ns` of busy time on each message.
-pub struct SlowLaneStage<M: Message> {
-    input: Receiver<M>,
-    buf: Vec<M>,
+/// The slow lane: takes the bars its conflating or dropping link delivers, runs the forecaster
+/// (if a model is configured; it is loaded in `on_start`, on the lane's own thread) and sends
+/// each forecast back to inference over a lossy link. `work_ns` of artificial busy time per bar
+/// stands in for a model in tests and profiling.
+pub struct ForecastStage {
+    input: Receiver<BarMsg>,
+    out: Option<Sender<Forecast>>,
+    model: Option<(std::path::PathBuf, usize)>,
+    engine: Option<ForecastEngine>,
+    buf: Vec<BarMsg>,
     clock: quanta::Clock,
     work_ticks: u64,
     rec: LatencyRecorder,
     processed: Arc<AtomicU64>,
+    stats: Arc<ModelStats<ForecastCounts>>,
     count: u64,
     done: bool,
 }
 
-impl<M: Message> std::fmt::Debug for SlowLaneStage<M> {
+impl std::fmt::Debug for ForecastStage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SlowLaneStage").finish_non_exhaustive()
+        f.debug_struct("ForecastStage").finish_non_exhaustive()
     }
 }
 
-impl<M: Message> SlowLaneStage<M> {
-    /// A lane that spends `work_ns` per message.
+impl ForecastStage {
+    /// A lane running the model at `model.0` with `model.1` instrument states (if any), plus
+    /// `work_ns` of busy time per bar.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        input: Receiver<M>,
-        batch: usize,
+        input: Receiver<BarMsg>,
+        out: Option<Sender<Forecast>>,
+        model: Option<(std::path::PathBuf, usize)>,
         clock: quanta::Clock,
         work_ns: u64,
         rec: LatencyRecorder,
         processed: Arc<AtomicU64>,
+        stats: Arc<ModelStats<ForecastCounts>>,
     ) -> Self {
         let work_ticks = (clock_ticks_per_ms(&clock) as u128 * work_ns as u128 / 1_000_000) as u64;
         Self {
             input,
-            buf: vec![M::default(); batch.max(1)],
+            out,
+            model,
+            engine: None,
+            buf: vec![BarMsg::default(); 1],
             clock,
             work_ticks,
             rec,
             processed,
+            stats,
             count: 0,
             done: false,
         }
     }
 }
 
-impl<M: Message> Stage for SlowLaneStage<M> {
+impl Stage for ForecastStage {
     fn role_name(&self) -> &str {
         "forecast"
+    }
+
+    fn on_start(&mut self) -> Result<(), PipelineError> {
+        if let Some((path, n)) = &self.model {
+            self.engine = Some(ForecastEngine::load(path, *n)?);
+        }
+        Ok(())
     }
 
     fn do_work(&mut self) -> usize {
         if self.done {
             return 0;
         }
-        // One message at a time: a slow consumer takes only what it can work on, so its link
-        // (not a private batch) is where the backlog is conflated.
+        let mut work = 0;
+        if let Some(out) = &mut self.out
+            && out.has_overflow()
+        {
+            work += out.flush(self.clock.raw());
+        }
+        // One bar at a time: a slow consumer takes only what it can work on, so its link (not a
+        // private batch) is where the backlog is conflated.
         let n = self.input.recv(&mut self.buf[..1]);
         if n == 0 {
-            if self.input.is_finished() {
+            if self.input.is_finished() && !self.out.as_ref().is_some_and(|o| o.has_overflow()) {
                 self.done = true;
+                if let Some(out) = &self.out {
+                    out.close();
+                }
                 self.rec.finish();
+                if let Some(e) = &self.engine {
+                    self.stats.set(e.counts());
+                }
             }
-            return 0;
+            return work;
         }
         let t0 = self.clock.raw();
         self.rec
             .queue(t0.saturating_sub(self.buf[0].enqueue_ticks()));
+        if let Some(engine) = &mut self.engine
+            && let Some(f) = engine.on_bar(&self.buf[0])
+            && let Some(out) = &mut self.out
+        {
+            out.send(&mut [f], self.clock.raw());
+        }
         while self.clock.raw().wrapping_sub(t0) < self.work_ticks {
             std::hint::spin_loop();
         }
@@ -729,7 +857,7 @@ impl<M: Message> Stage for SlowLaneStage<M> {
         // Relaxed: a counter.
         self.processed.store(self.count, Ordering::Relaxed);
         self.rec.maybe_ship(t1);
-        1
+        work + 1
     }
 
     fn is_done(&self) -> bool {

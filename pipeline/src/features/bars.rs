@@ -3,7 +3,7 @@
 use crate::depth::Trade;
 
 /// One completed time bar: the trades stamped in `[ts_start, ts_start + interval_ns)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Bar {
     /// Start of the interval, a multiple of `interval_ns` (ns since the UNIX epoch).
     pub ts_start: u64,
