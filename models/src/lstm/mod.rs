@@ -53,9 +53,9 @@
 //! A step whose features contain NaN or ±∞ is refused with [`LstmError::NonFiniteInput`], and a
 //! step whose outputs come out non-finite with [`LstmError::NonFiniteOutput`]; in both cases the
 //! state is left exactly as it was, so NaN never enters `h`/`c`. At load, every number stored in
-//! the model is checked ([`weights`]): ONNX Runtime's LSTM kernel clamps gate inputs, so a NaN
-//! weight does not reliably show in the outputs. One probe step from zero features and zero
-//! state must also give finite outputs.
+//! the model is checked ([`weights`]), because a NaN weight does not reliably show in the
+//! outputs (with 1.31.1, a NaN in the fixture's recurrent weights gives finite, wrong forecasts).
+//! One probe step from zero features and zero state must also give finite outputs.
 
 pub mod runtime;
 pub mod signature;

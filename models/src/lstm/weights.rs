@@ -1,8 +1,9 @@
 //! A scan of an ONNX model's stored numbers for NaN and infinities.
 //!
-//! ONNX Runtime does not reliably turn non-finite weights into non-finite outputs: its LSTM
-//! kernel clamps gate pre-activations, so a NaN in the recurrent weights can vanish into a
-//! plausible-looking forecast. The weights are therefore checked where they are stored, by walking
+//! ONNX Runtime does not reliably turn non-finite weights into non-finite outputs: with 1.31.1,
+//! a NaN in an LSTM's recurrent weights vanishes into a plausible-looking forecast (the
+//! `bad_nan_weights.onnx` fixture loads and steps with finite outputs in Python onnxruntime).
+//! The weights are therefore checked where they are stored, by walking
 //! the protobuf wire format of the model bytes (already accepted by ONNX Runtime) far enough to
 //! reach every tensor: graph initializers and sparse initializers, tensors and float attributes
 //! of nodes (e.g. `Constant`), subgraphs, and model-local functions.
