@@ -28,6 +28,9 @@ use crate::stages::{
     IngestStats, ModelStats, PublishStage, clock_ticks_per_ms,
 };
 
+/// Index of the slow lane (`forecast`) in [`STAGES`].
+const SLOW_LANE: usize = 4;
+
 /// A stage with its index in [`STAGES`].
 type Indexed = (usize, Box<dyn Stage>);
 
@@ -284,12 +287,19 @@ impl Engine {
             }
             ThreadingMode::Dedicated | ThreadingMode::Shared => {
                 // Dedicated: a thread per stage. Shared: a thread per core, unpinned stages
-                // together on one; each thread runs its stages in pipeline order.
+                // together on one, the slow lane always on its own; each thread runs its stages
+                // in pipeline order.
                 let mut groups: Vec<(Option<usize>, Vec<Indexed>)> = Vec::new();
                 for (i, stage) in stages {
                     let core = cfg.stages[i].core;
+                    // The slow lane never shares a thread with the main path: its work (an ONNX
+                    // Runtime call per bar) would stall every stage on that thread.
                     let slot = match cfg.mode {
-                        ThreadingMode::Shared => groups.iter().position(|(c, _)| *c == core),
+                        ThreadingMode::Shared if i != SLOW_LANE => {
+                            groups.iter().position(|(c, g)| {
+                                *c == core && g.iter().all(|(j, _)| *j != SLOW_LANE)
+                            })
+                        }
                         _ => None,
                     };
                     match slot {
