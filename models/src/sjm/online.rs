@@ -36,7 +36,7 @@ pub(crate) fn exp_neg(v: f64) -> f64 {
     const LN2_16_LO: f64 = f64::from_bits(0x3DAA_39EF_3579_3C76);
     // 1.5 · 2^52: adding and subtracting it rounds to the nearest integer.
     const SHIFT: f64 = 6_755_399_441_055_744.0;
-    let y = -v.min(708.0);
+    let y = -super::fit::fmin(v, 708.0);
     let t = y * (16.0 * std::f64::consts::LOG2_E) + SHIFT;
     // The integer n sits in the low bits of t's significand.
     let n = t.to_bits().wrapping_sub(SHIFT.to_bits()) as i64;
@@ -155,7 +155,7 @@ impl SjmModel {
             let lambda = self.jump_penalty;
             for (((vs, &prev), &b), &ds) in v.iter_mut().zip(&state.v).zip(&self.online_b).zip(&dot)
             {
-                *vs = (b - ds) + prev.min(lambda);
+                *vs = (b - ds) + super::fit::fmin(prev, lambda);
             }
         } else {
             for ((vs, &b), &ds) in v.iter_mut().zip(&self.online_b).zip(&dot) {
