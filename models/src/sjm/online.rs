@@ -117,7 +117,6 @@ impl SjmModel {
     /// its confidence (module docs). O(K·F), no allocation, no panics. A row of the wrong
     /// length, with a NaN or infinity, or so extreme that the values would overflow, leaves
     /// `state` untouched and returns `valid = false`.
-    ///
     #[inline]
     pub fn step(&self, state: &mut SjmOnline, x: &[f64]) -> SjmStep {
         if x.len() != self.n_features || usize::from(state.n_states) != self.n_states {
