@@ -216,7 +216,10 @@ pub struct StabilityFilter {
     table: Arc<RegimeTable>,
     min_confidence: f64,
     max_per_hour: usize,
-    zero_threshold: f64,
+    /// The most exactly-zero features a reliable row may have: the largest `z` with
+    /// `z / F ≤ feature_zero_threshold` (computed as that division, so the rule is exactly
+    /// "fraction greater than the threshold").
+    max_zeros: usize,
     regime: u8,
     /// Timestamps of the last `max_per_hour` transitions; `head` is the oldest once full.
     ring: [u64; MAX_TRANSITIONS_PER_HOUR as usize],
@@ -262,7 +265,10 @@ impl StabilityFilter {
             }),
             min_confidence: cfg.min_confidence,
             max_per_hour: cfg.max_transitions_per_hour as usize,
-            zero_threshold: cfg.feature_zero_threshold,
+            max_zeros: (0..=f)
+                .filter(|&z| z as f64 / f as f64 <= cfg.feature_zero_threshold)
+                .max()
+                .unwrap_or(0),
             regime: Stable::NO_REGIME,
             ring: [0; MAX_TRANSITIONS_PER_HOUR as usize],
             head: 0,
@@ -321,15 +327,19 @@ impl StabilityFilter {
     /// No allocation, no panics.
     pub fn update(&mut self, ts_ns: u64, step: &SjmStep, x: &[f64]) -> Stable {
         let table = &*self.table;
-        if !step.valid
-            || usize::from(step.label) >= table.k
-            || x.len() != table.f
-            || !x.iter().all(|v| v.is_finite())
-        {
+        if !step.valid || usize::from(step.label) >= table.k || x.len() != table.f {
             return self.hold(Stable::INVALID_INPUT);
         }
-        let zeros = x.iter().filter(|&&v| v == 0.0).count();
-        if zeros as f64 / table.f as f64 > self.zero_threshold {
+        // One pass for both input checks.
+        let (mut finite, mut zeros) = (true, 0usize);
+        for &v in x {
+            finite &= v.is_finite();
+            zeros += usize::from(v == 0.0);
+        }
+        if !finite {
+            return self.hold(Stable::INVALID_INPUT);
+        }
+        if zeros > self.max_zeros {
             return self.hold(Stable::UNRELIABLE_INPUT);
         }
         if step.label == self.regime {

@@ -472,6 +472,49 @@ fn confidence_is_one_over_k_on_a_tie_and_one_when_a_state_dominates() {
 }
 
 #[test]
+fn confidence_is_exactly_one_over_k_on_an_exact_tie() {
+    // Centres (±1, 0), (0, ±1): a row at the scaler mean has bit-identical values.
+    let model = SjmModel::from_parts(SjmParts {
+        feature_names: names(2),
+        jump_penalty: 1.0,
+        scaler_mean: vec![3.0, 4.0],
+        scaler_std: vec![1.0, 1.0],
+        centres: vec![1.0, 0.0, -1.0, 0.0, 0.0, 1.0, 0.0, -1.0],
+        regime_variances: vec![1.0; 8],
+    })
+    .expect("parts");
+    let mut st = model.new_online();
+    let s = model.step(&mut st, &[3.0, 4.0]);
+    assert_eq!(s.confidence, 0.25);
+    assert_eq!(s.label, 0, "ties go to the lowest state");
+}
+
+#[test]
+fn confidence_is_the_largest_softmax_entry_of_the_values() {
+    let model = fitted();
+    let (rows, _) = regimes(5000, 4, 77);
+    let mut st = model.new_online();
+    let k = model.n_states() as f64;
+    for x in rows.chunks_exact(4) {
+        let s = model.step(&mut st, x);
+        let v = st.values();
+        let want = 1.0 / v.iter().map(|g| (-g).exp()).sum::<f64>();
+        assert!(
+            (s.confidence - want).abs() <= 1e-15,
+            "{} vs {want}",
+            s.confidence
+        );
+        assert!(s.confidence >= 1.0 / k && s.confidence <= 1.0);
+        if v.iter()
+            .enumerate()
+            .all(|(i, &g)| i == s.label as usize || g > 37.0)
+        {
+            assert_eq!(s.confidence, 1.0);
+        }
+    }
+}
+
+#[test]
 fn invalid_rows_leave_the_state_untouched() {
     let model = fitted();
     let mut st = model.new_online();

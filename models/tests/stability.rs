@@ -555,3 +555,40 @@ fn filters_a_fitted_models_labels() {
     }
     eprintln!("raw label changes {raw_changes}, stable regime changes {stable_changes}");
 }
+
+/// The zero rule is "fraction greater than the threshold", at every feature count and at
+/// thresholds that are exact fractions of it.
+#[test]
+fn zero_fraction_rule_at_every_width() {
+    for f in [1usize, 2, 3, 5, 7, 10, 24, 32] {
+        let model = SjmModel::from_parts(SjmParts {
+            feature_names: (0..f).map(|j| format!("f{j}")).collect(),
+            jump_penalty: 1.0,
+            scaler_mean: vec![0.0; f],
+            scaler_std: vec![1.0; f],
+            centres: vec![0.0; 2 * f],
+            regime_variances: vec![1.0; 2 * f],
+        })
+        .expect("model");
+        let mut thresholds: Vec<f64> = (0..=f).map(|z| z as f64 / f as f64).collect();
+        thresholds.extend([0.1, 0.3, 0.5, 0.7, 0.9, 1.0 / 3.0, 2.0 / 3.0]);
+        for t in thresholds {
+            let cfg = StabilityConfig {
+                feature_zero_threshold: t,
+                max_regime_distance: f64::INFINITY,
+                ..StabilityConfig::default()
+            };
+            for zeros in 0..=f {
+                let mut filter = StabilityFilter::new(&cfg, &model).expect("filter");
+                let x: Vec<f64> = (0..f).map(|j| if j < zeros { 0.0 } else { 0.5 }).collect();
+                let out = filter.update(T0, &step(0, 1.0), &x);
+                let want = zeros as f64 / f as f64 > t;
+                assert_eq!(
+                    out.has(Stable::UNRELIABLE_INPUT),
+                    want,
+                    "F {f} t {t} zeros {zeros}"
+                );
+            }
+        }
+    }
+}

@@ -90,10 +90,10 @@ pub(crate) fn e_step(
                 let prev = &before[(t - 1) * k..];
                 let thr = m_prev + lambda;
                 for (s, v) in row.iter_mut().enumerate() {
-                    *v = loss[s][b] + prev[s].min(thr);
+                    *v = loss[s][b] + fmin(prev[s], thr);
                 }
             }
-            m_prev = row.iter().copied().fold(f64::INFINITY, f64::min);
+            m_prev = row.iter().copied().fold(f64::INFINITY, fmin);
         }
         t0 += len;
     }
@@ -117,6 +117,13 @@ pub(crate) fn e_step(
         labels[t - 1] = s as u8;
     }
     objective
+}
+
+/// The smaller of two numbers that are never NaN (values are finite or +∞): a plain compare,
+/// without `f64::min`'s NaN handling.
+#[inline(always)]
+pub(crate) fn fmin(a: f64, b: f64) -> f64 {
+    if b < a { b } else { a }
 }
 
 /// First index of the minimum.
@@ -146,17 +153,38 @@ fn m_step(
     for &l in labels {
         counts[l as usize] += 1;
     }
-    centres.fill(0.0);
-    for j in 0..f {
-        let col = &z[j * n..(j + 1) * n];
-        for (&x, &l) in col.iter().zip(labels) {
-            centres[l as usize * f + j] += x;
-        }
+    match k {
+        2 => column_sums::<2>(z, n, f, labels, centres),
+        3 => column_sums::<3>(z, n, f, labels, centres),
+        4 => column_sums::<4>(z, n, f, labels, centres),
+        5 => column_sums::<5>(z, n, f, labels, centres),
+        6 => column_sums::<6>(z, n, f, labels, centres),
+        7 => column_sums::<7>(z, n, f, labels, centres),
+        _ => column_sums::<8>(z, n, f, labels, centres),
     }
     for s in 0..k {
         present[s] = counts[s] > 0;
         for c in &mut centres[s * f..(s + 1) * f] {
             *c /= counts[s] as f64;
+        }
+    }
+}
+
+/// Per state and feature, the sum of the feature over the state's rows, in row order (the
+/// reference's `weightsᵀ · X` with 0/1 weights: adding the zero of a row of another state
+/// changes no sum). One register accumulator per state instead of a scattered
+/// read-modify-write, whose store-to-load chains would dominate the fit.
+fn column_sums<const K: usize>(z: &[f64], n: usize, f: usize, labels: &[u8], centres: &mut [f64]) {
+    for j in 0..f {
+        let col = &z[j * n..(j + 1) * n];
+        let mut acc = [0.0f64; K];
+        for (&x, &l) in col.iter().zip(labels) {
+            for (s, a) in acc.iter_mut().enumerate() {
+                *a += if usize::from(l) == s { x } else { 0.0 };
+            }
+        }
+        for (s, &a) in acc.iter().enumerate() {
+            centres[s * f + j] = a;
         }
     }
 }
@@ -226,7 +254,7 @@ fn kmeans_plusplus(z: &[f64], n: usize, f: usize, k: usize, rng: &mut Xoshiro256
             dist_to(id, &mut cand);
             let mut p = 0.0;
             for (c, &d) in cand.iter_mut().zip(&closest) {
-                *c = c.min(d);
+                *c = fmin(*c, d);
                 p += *c;
             }
             if p < best_pot {

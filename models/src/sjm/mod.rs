@@ -55,17 +55,20 @@
 //! The step evaluates `ℓ_t(k) − ½‖z_t‖² = ½‖μ_k‖² − Σ_j (x_j − m_j)·μ_kj/s_j` (scaler mean
 //! `m`, std `s`): the dropped term is the same for every state and cancels in the
 //! normalisation, which leaves one multiply-add per feature and state. Its values therefore
-//! agree with the batch path's to rounding rather than bit for bit; a label can differ from
-//! [`SjmModel::predict`]'s forward values only where two states tie to within that rounding
-//! (the parity goldens have no such row).
+//! agree with the reference's recursion to rounding rather than bit for bit; a label can differ
+//! from the reference's only where two states tie to within that rounding (no row of the parity
+//! goldens does).
 //!
 //! **Confidence.** `confidence = 1 / Σ_k exp(−(V_t(k) − min_j V_t(j)))`, the largest entry of
 //! `softmax(−V_t)`. `V_t(k)` is the negative log of the best path ending in `k` under unit-variance
 //! Gaussian emissions around the centres and a switch weight `e^{−λ}`, so this is the max-product
 //! posterior of the chosen state. It lies in `[1/K, 1]`: exactly `1/K` when all states tie, and
-//! it tends to 1 as the runner-up falls behind (it is 1 to double precision once every other
-//! state is more than 37 behind). It is a monotone function of the gaps to the other states
-//! and does not depend on the normalisation constant.
+//! it tends to 1 as the runner-up falls behind (it is exactly 1.0 once every other state is more
+//! than 37 behind). It is a decreasing function of each gap to the other states and does not
+//! depend on the normalisation constant. The exponential is an inlined polynomial within a few
+//! ulps of the correctly rounded value, identical on every platform; terms of gaps of 38 or
+//! more are skipped, which cannot change the sum (it starts at 1 and each is below half an
+//! ulp of it).
 //!
 //! **Invalid inputs.** A row with a NaN or infinity, of the wrong length, or so extreme that the
 //! new values would overflow, leaves the state untouched (no NaN or infinity ever enters `V`)

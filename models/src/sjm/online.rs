@@ -2,49 +2,56 @@
 
 use super::{MAX_STATES, SjmModel, SjmStep};
 
-/// `e^{−v}` for `v ≥ 0`, inlined and branch-free for the confidence: Cody–Waite reduction
-/// `−v = k·ln 2 + r` with `|r| ≤ ln 2 / 2`, then the Taylor polynomial of `e^r` to degree 12
-/// (truncation error below 2e-16 relative) evaluated in Estrin's scheme. Within a few ulps of
-/// the correctly rounded value; the same bits on every platform (no libm, no fused operations).
-/// Arguments above 708 are clamped (the result, about 3e-308, is negligible next to the 1 it
-/// is added to).
+/// `2^(j/16)`, `j = 0..16`, each the double nearest the exact value.
+const EXP2_SIXTEENTHS: [f64; 16] = [
+    f64::from_bits(0x3FF0_0000_0000_0000),
+    f64::from_bits(0x3FF0_B558_6CF9_890F),
+    f64::from_bits(0x3FF1_72B8_3C7D_517B),
+    f64::from_bits(0x3FF2_387A_6E75_6238),
+    f64::from_bits(0x3FF3_06FE_0A31_B715),
+    f64::from_bits(0x3FF3_DEA6_4C12_3422),
+    f64::from_bits(0x3FF4_BFDA_D536_2A27),
+    f64::from_bits(0x3FF5_AB07_DD48_5429),
+    f64::from_bits(0x3FF6_A09E_667F_3BCD),
+    f64::from_bits(0x3FF7_A114_73EB_0187),
+    f64::from_bits(0x3FF8_ACE5_422A_A0DB),
+    f64::from_bits(0x3FF9_C491_82A3_F090),
+    f64::from_bits(0x3FFA_E89F_995A_D3AD),
+    f64::from_bits(0x3FFC_199B_DD85_529C),
+    f64::from_bits(0x3FFD_5818_DCFB_A487),
+    f64::from_bits(0x3FFE_A4AF_A2A4_90DA),
+];
+
+/// `e^{−v}` for `v ≥ 0`, inlined and branch-free for the confidence: `−v = (16k + j)·ln2/16 + r`
+/// with `|r| ≤ ln2/32` (Cody–Waite), then `2^k · 2^(j/16) · p(r)` with `p` the Taylor
+/// polynomial of `e^r` to degree 6 (truncation error below 5e-16 relative). Within a few ulps
+/// of the correctly rounded value and the same bits on every platform (no libm, no fused
+/// operations). Arguments above 708 are clamped (the result, about 3e-308, is negligible next
+/// to the 1 it is added to).
 #[inline(always)]
 pub(crate) fn exp_neg(v: f64) -> f64 {
-    // ln 2 split as in fdlibm: the high part has trailing zero bits, so k · LN2_HI is exact.
-    const LN2_HI: f64 = f64::from_bits(0x3FE6_2E42_FEE0_0000);
-    const LN2_LO: f64 = f64::from_bits(0x3DEA_39EF_3579_3C76);
+    // ln 2 / 16 split as in fdlibm: the high part has 21 trailing zero bits, so n · HI is exact
+    // for the |n| < 2^14 that occur.
+    const LN2_16_HI: f64 = f64::from_bits(0x3FA6_2E42_FEE0_0000);
+    const LN2_16_LO: f64 = f64::from_bits(0x3DAA_39EF_3579_3C76);
     // 1.5 · 2^52: adding and subtracting it rounds to the nearest integer.
     const SHIFT: f64 = 6_755_399_441_055_744.0;
-    const C: [f64; 13] = [
-        1.0,
-        1.0,
-        1.0 / 2.0,
-        1.0 / 6.0,
-        1.0 / 24.0,
-        1.0 / 120.0,
-        1.0 / 720.0,
-        1.0 / 5_040.0,
-        1.0 / 40_320.0,
-        1.0 / 362_880.0,
-        1.0 / 3_628_800.0,
-        1.0 / 39_916_800.0,
-        1.0 / 479_001_600.0,
-    ];
-    let y = -v.min(708.0);
-    let t = y * std::f64::consts::LOG2_E + SHIFT;
-    // The integer k sits in the low bits of t's significand.
-    let k = t.to_bits().wrapping_sub(SHIFT.to_bits()) as i64;
-    let kf = t - SHIFT;
-    let r = (y - kf * LN2_HI) - kf * LN2_LO;
+    let y = -super::fit::fmin(v, 708.0);
+    let t = y * (16.0 * std::f64::consts::LOG2_E) + SHIFT;
+    // The integer n sits in the low bits of t's significand.
+    let n = t.to_bits().wrapping_sub(SHIFT.to_bits()) as i64;
+    let nf = t - SHIFT;
+    let r = (y - nf * LN2_16_HI) - nf * LN2_16_LO;
     let r2 = r * r;
-    let r4 = r2 * r2;
-    let a = (C[0] + C[1] * r) + r2 * (C[2] + C[3] * r);
-    let b = (C[4] + C[5] * r) + r2 * (C[6] + C[7] * r);
-    let c = (C[8] + C[9] * r) + r2 * (C[10] + C[11] * r);
-    let p = a + r4 * (b + r4 * (c + r4 * C[12]));
-    // k is in [−1022, 0]: 2^k is a normal number built from its exponent bits.
+    let p = (1.0 + r)
+        + r2 * ((0.5 + r * (1.0 / 6.0))
+            + r2 * ((1.0 / 24.0 + r * (1.0 / 120.0)) + r2 * (1.0 / 720.0)));
+    // n = 16k + j with j in 0..16 and k = ⌊n/16⌋ in [−1022, 0]: 2^k is a normal number built
+    // from its exponent bits.
+    let j = (n & 15) as usize;
+    let k = n >> 4;
     let scale = f64::from_bits(((k + 1023) as u64) << 52);
-    p * scale
+    p * EXP2_SIXTEENTHS[j] * scale
 }
 
 /// Per-instrument online state: the normalised values `V_{t−1}` (minimum zero) of the forward
@@ -110,7 +117,6 @@ impl SjmModel {
     /// its confidence (module docs). O(K·F), no allocation, no panics. A row of the wrong
     /// length, with a NaN or infinity, or so extreme that the values would overflow, leaves
     /// `state` untouched and returns `valid = false`.
-    ///
     #[inline]
     pub fn step(&self, state: &mut SjmOnline, x: &[f64]) -> SjmStep {
         if x.len() != self.n_features || usize::from(state.n_states) != self.n_states {
@@ -148,7 +154,7 @@ impl SjmModel {
             let lambda = self.jump_penalty;
             for (((vs, &prev), &b), &ds) in v.iter_mut().zip(&state.v).zip(&self.online_b).zip(&dot)
             {
-                *vs = (b - ds) + prev.min(lambda);
+                *vs = (b - ds) + super::fit::fmin(prev, lambda);
             }
         } else {
             for ((vs, &b), &ds) in v.iter_mut().zip(&self.online_b).zip(&dot) {
