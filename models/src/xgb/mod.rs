@@ -4,9 +4,10 @@
 //!
 //! Models saved by XGBoost 2.x and 3.x with `Booster.save_model`: JSON (`.json`) and UBJSON
 //! (`.ubj`, XGBoost's default binary format). Both go through strict readers written for
-//! this module (no UBJSON crate on crates.io is maintained; the two that exist are single
-//! 0.1 releases from 2021–2022): lengths are checked against the input before anything is
-//! allocated, nesting is capped, and malformed input is an [`XgbError`], never a panic.
+//! this module — the UBJSON crates on crates.io are unmaintained 0.1 releases or
+//! serialisation-only, and a JSON reader of our own parses numbers straight to `f32` as
+//! XGBoost does: lengths are checked against the input before anything is allocated, nesting
+//! is capped, and malformed input is an [`XgbError`], never a panic.
 //!
 //! Supported: the `gbtree` booster with numerical splits, any `num_parallel_tree`, and the
 //! objectives of [`Objective`]. Refused with an error naming what is unsupported: categorical
