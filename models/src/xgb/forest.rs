@@ -15,17 +15,19 @@
 //! A model's trees are stored in one of two layouts, chosen at load time:
 //!
 //! - **Complete** (every tree of depth ≤ [`COMPLETE_MAX_DEPTH`], at most 128 features):
-//!   each tree is padded to a
-//!   complete binary tree of the model's largest depth `d` and stored in heap order in a
-//!   block of `N = 2^d` splits (the last unused) and a block of `N` leaves; the children of
-//!   split `i` are at `2i + 1` and `2i + 2`, and leaf `j` is reached at heap index
-//!   `N - 1 + j`. A leaf above the bottom level is copied into every bottom slot below it,
-//!   and the padding splits above those copies test slot 0 against 0: whichever way they go
-//!   they reach the same leaf value, so the result is unchanged. A walk is exactly `d`
-//!   branch-free steps over 8-byte splits with no leaf test and no child pointers; `N` is a
-//!   compile-time constant in the walk (one instantiation per depth), so indices are masked
-//!   instead of bounds-checked, and four walks (four trees of one row, or one tree for four
-//!   rows) run interleaved.
+//!   each tree is padded to a complete binary tree of the model's largest depth `d` and
+//!   stored in heap order in blocks of `N = 2^d` entries — thresholds (`f32`), slots (`u8`;
+//!   the last entry unused) and leaves (`f32`), struct-of-arrays so that a 100-tree depth-6
+//!   model's splits take 32 KiB. The children of split `i` are at `2i + 1` and `2i + 2`; leaf
+//!   `j` is reached at heap index `N - 1 + j`. A leaf above the bottom level is copied into
+//!   every bottom slot below it, and the padding splits above those copies test slot 0
+//!   against 0: whichever way they go they reach the same leaf value, so the result is
+//!   unchanged. A walk is exactly `d` branch-free steps with no leaf test and no child
+//!   pointers; `N` is a compile-time constant of the walk (one instantiation per depth), so
+//!   indices are masked instead of bounds-checked. A walk is a chain of dependent loads, so
+//!   many run interleaved: [`ROW_LANES`] trees of one row, or one tree for [`BLOCK_LANES`]
+//!   rows (measured on the benchmark model: fewer lanes leave the core waiting on loads,
+//!   more spill registers).
 //! - **Linked** (some tree deeper, where padding would cost `2^d` slots per tree, or more
 //!   than 128 features): a compact node array with explicit children, walked until a leaf.
 //!
@@ -33,7 +35,7 @@
 //! tree order): a group's margin is its base score plus its trees' leaf values, added one
 //! tree at a time in `f32` in that order — XGBoost's own summation.
 
-/// Deepest tree stored in the complete layout (256 splits and leaves, 3 KiB per tree).
+/// Deepest tree stored in the complete layout (256 entries per tree, 2.25 KiB).
 pub(crate) const COMPLETE_MAX_DEPTH: u32 = 8;
 
 /// Slots in a gathered row buffer: two per feature, so rows of up to 128 features. The
@@ -41,15 +43,23 @@ pub(crate) const COMPLETE_MAX_DEPTH: u32 = 8;
 /// for models of at most this many slots.
 pub(crate) const ROW_SLOTS: usize = 256;
 
+/// Trees of one row walked in lockstep by [`Forest::margin`].
+const ROW_LANES: usize = 16;
+
+/// Rows of a block walked in lockstep through one tree by [`Forest::margin_block`].
+const BLOCK_LANES: usize = 16;
+
 /// [`Linked::slot`] of a leaf.
 const LEAF: u32 = u32::MAX;
 
-/// One split of the complete layout: right iff `slot value >= cond`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Split {
-    cond: f32,
-    /// `2 * feature + 1` if missing values go right, `2 * feature` if they go left.
-    slot: u8,
+/// One tree of the complete layout: split `i` goes right iff `slot value >= cond[i]`, reading
+/// slot `slot[i]` (`2 * feature + 1` if missing values go right, `2 * feature` if left).
+/// Struct-of-arrays, 5 bytes per split, so the splits of a 100-tree depth-6 model fill 32 KiB.
+#[derive(Debug, Clone, Copy)]
+struct Tree<'a, const N: usize> {
+    cond: &'a [f32; N],
+    slot: &'a [u8; N],
+    leaf: &'a [f32; N],
 }
 
 /// One node of a linked-layout tree. A leaf has `slot == LEAF` and its value in `cond`.
@@ -97,7 +107,8 @@ impl RawTree {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Forest {
     layout: Layout,
-    splits: Vec<Split>,
+    conds: Vec<f32>,
+    slots: Vec<u8>,
     leaves: Vec<f32>,
     linked: Vec<Linked>,
     n_trees: usize,
@@ -152,23 +163,57 @@ impl Features for Direct<'_> {
 /// leaf index.
 #[inline(always)]
 fn step<const N: usize, F: Features + ?Sized>(
-    s: &[Split; N],
+    t: Tree<'_, N>,
     level: u32,
     j: usize,
     x: &F,
 ) -> usize {
-    let n = s[((1usize << level) - 1 + j) & (N - 1)];
-    2 * j + usize::from(x.slot(usize::from(n.slot)) >= n.cond)
+    let i = ((1usize << level) - 1 + j) & (N - 1);
+    2 * j + usize::from(x.slot(usize::from(t.slot[i])) >= t.cond[i])
 }
 
-/// Walks a complete tree of `N` leaves for one row; returns the leaf index.
+/// Walks a complete tree of `N` leaves for one row; returns the leaf value.
 #[inline(always)]
-fn walk<const N: usize, F: Features + ?Sized>(s: &[Split; N], x: &F) -> usize {
+fn walk<const N: usize, F: Features + ?Sized>(t: Tree<'_, N>, x: &F) -> f32 {
     let mut j = 0usize;
     for level in 0..N.trailing_zeros() {
-        j = step(s, level, j, x);
+        j = step(t, level, j, x);
     }
-    j & (N - 1)
+    t.leaf[j & (N - 1)]
+}
+
+/// Adds the leaves of the complete trees `(cs[t], ss[t], ls[t])` for one row to `acc`, in
+/// order, walking `L` trees in lockstep (`cs.len()` is a multiple of `L`).
+#[inline(always)]
+fn lockstep<const N: usize, const L: usize>(
+    cs: &[[f32; N]],
+    ss: &[[u8; N]],
+    ls: &[[f32; N]],
+    x: &(impl Features + ?Sized),
+    mut acc: f32,
+) -> f32 {
+    let d = N.trailing_zeros();
+    for ((c, s), l) in cs
+        .chunks_exact(L)
+        .zip(ss.chunks_exact(L))
+        .zip(ls.chunks_exact(L))
+    {
+        let mut j = [0usize; L];
+        for level in 0..d {
+            for k in 0..L {
+                let t = Tree {
+                    cond: &c[k],
+                    slot: &s[k],
+                    leaf: &l[k],
+                };
+                j[k] = step(t, level, j[k], x);
+            }
+        }
+        for k in 0..L {
+            acc += l[k][j[k] & (N - 1)];
+        }
+    }
+    acc
 }
 
 /// Calls `$f::<N>` with `N = 2^depth`, for the depths of the complete layout.
@@ -211,7 +256,8 @@ impl Forest {
         let depth = trees.iter().map(|t| t.depth).max().unwrap_or(0);
         let mut f = Forest {
             layout: Layout::Complete { depth },
-            splits: Vec::new(),
+            conds: Vec::new(),
+            slots: Vec::new(),
             leaves: Vec::new(),
             linked: Vec::new(),
             n_trees: trees.len(),
@@ -234,9 +280,10 @@ impl Forest {
 
     fn push_complete(&mut self, t: &RawTree, d: u32) {
         let n = 1usize << d;
-        let off = self.splits.len();
+        let off = self.conds.len();
         let leaf_off = self.leaves.len();
-        self.splits.resize(off + n, Split { cond: 0.0, slot: 0 });
+        self.conds.resize(off + n, 0.0);
+        self.slots.resize(off + n, 0);
         self.leaves.resize(leaf_off + n, 0.0);
         // (XGBoost node, heap slot, level): the validated tree is acyclic, so this ends.
         let mut stack = vec![(0usize, 0usize, 0u32)];
@@ -247,11 +294,9 @@ impl Forest {
                 let first = ((slot + 1) << (d - level)) - n;
                 self.leaves[leaf_off + first..leaf_off + first + span].fill(t.cond[node]);
             } else {
-                self.splits[off + slot] = Split {
-                    cond: t.cond[node],
-                    // The complete layout is only chosen when every slot fits a u8.
-                    slot: t.slot(node) as u8,
-                };
+                self.conds[off + slot] = t.cond[node];
+                // The complete layout is only chosen when every slot fits a u8.
+                self.slots[off + slot] = t.slot(node) as u8;
                 stack.push((t.left[node] as usize, 2 * slot + 1, level + 1));
                 stack.push((t.right[node] as usize, 2 * slot + 2, level + 1));
             }
@@ -309,13 +354,17 @@ impl Forest {
         }
     }
 
-    /// Splits and leaves of group `g`'s trees in the complete layout, one `N`-block per tree.
+    /// Tree `t` of the complete layout with `N` slots per tree.
     #[inline(always)]
-    fn complete_group<const N: usize>(&self, g: usize) -> (&[[Split; N]], &[[f32; N]]) {
-        let (a, b) = (self.group_start[g], self.group_start[g + 1]);
-        let (s, _) = self.splits.as_chunks::<N>();
+    fn tree<const N: usize>(&self, t: usize) -> Tree<'_, N> {
+        let (c, _) = self.conds.as_chunks::<N>();
+        let (s, _) = self.slots.as_chunks::<N>();
         let (l, _) = self.leaves.as_chunks::<N>();
-        (&s[a..b], &l[a..b])
+        Tree {
+            cond: &c[t],
+            slot: &s[t],
+            leaf: &l[t],
+        }
     }
 
     /// Leaf value of linked tree `t` for one row.
@@ -356,30 +405,24 @@ impl Forest {
         base: f32,
         x: &F,
     ) -> f32 {
-        let d = N.trailing_zeros();
-        let (splits, leaves) = self.complete_group::<N>(g);
+        let (a, b) = (self.group_start[g], self.group_start[g + 1]);
+        let cs = &self.conds.as_chunks::<N>().0[a..b];
+        let ss = &self.slots.as_chunks::<N>().0[a..b];
+        let ls = &self.leaves.as_chunks::<N>().0[a..b];
         let mut acc = base;
-        let mut s4 = splits.chunks_exact(4);
-        let mut l4 = leaves.chunks_exact(4);
-        // Four trees walked in lockstep: four independent chains of loads for the pipeline
-        // to overlap. The additions stay in tree order.
-        for (s, l) in (&mut s4).zip(&mut l4) {
-            let (mut j0, mut j1, mut j2, mut j3) = (0usize, 0usize, 0usize, 0usize);
-            for level in 0..d {
-                j0 = step(&s[0], level, j0, x);
-                j1 = step(&s[1], level, j1, x);
-                j2 = step(&s[2], level, j2, x);
-                j3 = step(&s[3], level, j3, x);
-            }
-            acc += l[0][j0 & (N - 1)];
-            acc += l[1][j1 & (N - 1)];
-            acc += l[2][j2 & (N - 1)];
-            acc += l[3][j3 & (N - 1)];
-        }
-        for (s, l) in s4.remainder().iter().zip(l4.remainder()) {
-            acc += l[walk(s, x)];
-        }
-        acc
+        let (n_wide, rest) = (cs.len() / ROW_LANES * ROW_LANES, cs.len() % ROW_LANES);
+        let n_quads = n_wide + rest / 4 * 4;
+        // ROW_LANES trees walked in lockstep (independent chains of loads for the pipeline to
+        // overlap), then four at a time, then one. The additions stay in tree order.
+        acc = lockstep::<N, ROW_LANES>(&cs[..n_wide], &ss[..n_wide], &ls[..n_wide], x, acc);
+        acc = lockstep::<N, 4>(
+            &cs[n_wide..n_quads],
+            &ss[n_wide..n_quads],
+            &ls[n_wide..n_quads],
+            x,
+            acc,
+        );
+        lockstep::<N, 1>(&cs[n_quads..], &ss[n_quads..], &ls[n_quads..], x, acc)
     }
 
     /// Adds group `g`'s trees to `acc[r]` for each gathered row `rows[r]`, tree by tree
@@ -409,26 +452,25 @@ impl Forest {
         [f32; M]: Features,
     {
         let d = N.trailing_zeros();
-        let (splits, leaves) = self.complete_group::<N>(g);
-        for (s, l) in splits.iter().zip(leaves) {
-            let mut quads = acc.chunks_exact_mut(4);
-            let mut xs = rows.chunks_exact(4);
-            // Four rows walked in lockstep through the same tree.
-            for (q, x) in (&mut quads).zip(&mut xs) {
-                let (mut j0, mut j1, mut j2, mut j3) = (0usize, 0usize, 0usize, 0usize);
+        let (a, b) = (self.group_start[g], self.group_start[g + 1]);
+        for t in a..b {
+            let tree = self.tree::<N>(t);
+            let mut lanes = acc.chunks_exact_mut(BLOCK_LANES);
+            let mut xs = rows.chunks_exact(BLOCK_LANES);
+            // BLOCK_LANES rows walked in lockstep through the same tree.
+            for (q, x) in (&mut lanes).zip(&mut xs) {
+                let mut j = [0usize; BLOCK_LANES];
                 for level in 0..d {
-                    j0 = step(s, level, j0, &x[0]);
-                    j1 = step(s, level, j1, &x[1]);
-                    j2 = step(s, level, j2, &x[2]);
-                    j3 = step(s, level, j3, &x[3]);
+                    for k in 0..BLOCK_LANES {
+                        j[k] = step(tree, level, j[k], &x[k]);
+                    }
                 }
-                q[0] += l[j0 & (N - 1)];
-                q[1] += l[j1 & (N - 1)];
-                q[2] += l[j2 & (N - 1)];
-                q[3] += l[j3 & (N - 1)];
+                for k in 0..BLOCK_LANES {
+                    q[k] += tree.leaf[j[k] & (N - 1)];
+                }
             }
-            for (a, x) in quads.into_remainder().iter_mut().zip(xs.remainder()) {
-                *a += l[walk(s, x)];
+            for (a, x) in lanes.into_remainder().iter_mut().zip(xs.remainder()) {
+                *a += walk(tree, x);
             }
         }
     }

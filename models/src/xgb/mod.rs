@@ -50,14 +50,14 @@
 //!
 //! Trees are flattened at load time into plain arrays (see the `forest` module). For models
 //! of depth ≤ 8 and at most 128 features — the fast path — every tree is padded to a complete
-//! binary tree in heap order, so a row walks exactly `depth` 8-byte splits per tree with no
-//! pointer chasing, no leaf test and no branch (missing values are resolved by reading one
-//! of two pre-substituted copies of each feature), and four trees are walked in lockstep.
-//! Deeper or wider models use a linked node array. The prediction methods never allocate: a
-//! row's features are gathered once into a stack buffer (rows of more than 128 model
-//! features are read in place instead), and [`XgbModel::predict_batch`] gathers blocks of 32
-//! rows and runs each tree over four rows at a time, so a tree's nodes are fetched once per
-//! block.
+//! binary tree in heap order, so a row walks exactly `depth` splits per tree with no pointer
+//! chasing, no leaf test and no branch (missing values are resolved by reading one of two
+//! pre-substituted copies of each feature), and 16 trees are walked in lockstep so that their
+//! chains of dependent loads overlap. Deeper or wider models use a linked node array. The
+//! prediction methods never allocate: a row's features are gathered once into a stack buffer
+//! (rows of more than 128 model features are read in place instead), and
+//! [`XgbModel::predict_batch`] gathers blocks of 32 rows and runs each tree over 16 rows at a
+//! time, so a tree's nodes are fetched once per block.
 //!
 //! # Why not the `xgboost` crate
 //!
