@@ -116,7 +116,7 @@ def case_rows(rng, model_json, n_feat, n_random):
     # Values exactly at split thresholds, one ulp (f32) either side, and float64 values that
     # only equal the threshold after the cast to float32.
     ths = thresholds(model_json)
-    pick = rng.choice(len(ths), size=min(len(ths), 8), replace=False)
+    pick = rng.choice(len(ths), size=min(len(ths), 7), replace=False)
     for k in pick:
         f, c = ths[k]
         c32 = np.float32(c)
@@ -225,21 +225,21 @@ def main():
     three = lambda s, r: np.digitize(s, [-0.7, 0.6]).astype(np.float32)
     small = {"max_depth": 4, "eta": 0.3}
 
-    fixture("reg_squarederror", {"objective": "reg:squarederror", **small}, reg, 10,
+    fixture("reg_squarederror", {"objective": "reg:squarederror", **small}, reg, 8,
             SMALL_FEATURES, nf, 1)
-    fixture("reg_logistic", {"objective": "reg:logistic", **small}, prob, 10,
+    fixture("reg_logistic", {"objective": "reg:logistic", **small}, prob, 8,
             SMALL_FEATURES, nf, 2)
     # A user-given base_score (boost_from_average is then off).
     fixture("reg_logistic_base03", {"objective": "reg:logistic", "base_score": 0.3, **small},
             prob, 6, SMALL_FEATURES, nf, 3)
-    fixture("binary_logistic", {"objective": "binary:logistic", **small}, binary, 10,
+    fixture("binary_logistic", {"objective": "binary:logistic", **small}, binary, 8,
             SMALL_FEATURES, nf, 4)
-    fixture("binary_logitraw", {"objective": "binary:logitraw", **small}, binary, 10,
+    fixture("binary_logitraw", {"objective": "binary:logitraw", **small}, binary, 8,
             SMALL_FEATURES, nf, 5)
     multi = {"num_class": 3, "max_depth": 3, "eta": 0.3}
-    fixture("multi_softprob", {"objective": "multi:softprob", **multi}, three, 5,
+    fixture("multi_softprob", {"objective": "multi:softprob", **multi}, three, 4,
             SMALL_FEATURES, nf, 6)
-    fixture("multi_softmax", {"objective": "multi:softmax", **multi}, three, 5,
+    fixture("multi_softmax", {"objective": "multi:softmax", **multi}, three, 4,
             SMALL_FEATURES, nf, 7)
     # No feature names: binds positionally.
     fixture("reg_noname", {"objective": "reg:squarederror", "max_depth": 3, "eta": 0.3}, reg, 6,

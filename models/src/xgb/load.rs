@@ -38,6 +38,12 @@ fn at<'a>(root: At<'a>, key: &str, path: &'a mut String) -> Result<At<'a>, XgbEr
 }
 
 pub(crate) fn build(doc: &Value) -> Result<XgbModel, XgbError> {
+    build_with(doc, super::forest::COMPLETE_MAX_DEPTH)
+}
+
+/// As [`build`], with the depth limit of the complete tree layout as a parameter (tests use
+/// 0 to run every fixture through the linked layout).
+pub(crate) fn build_with(doc: &Value, complete_max_depth: u32) -> Result<XgbModel, XgbError> {
     let root = At::root(doc);
 
     // version: [major, minor, patch]
@@ -291,7 +297,7 @@ pub(crate) fn build(doc: &Value) -> Result<XgbModel, XgbError> {
     }
 
     Ok(XgbModel {
-        forest: Forest::build(&raw, &groups, n_groups),
+        forest: Forest::build_with(&raw, &groups, n_groups, n_features, complete_max_depth),
         base_margin,
         objective,
         n_features,

@@ -4,9 +4,10 @@
 //!
 //! Models saved by XGBoost 2.x and 3.x with `Booster.save_model`: JSON (`.json`) and UBJSON
 //! (`.ubj`, XGBoost's default binary format). Both go through strict readers written for
-//! this module (no UBJSON crate on crates.io is maintained; the two that exist are single
-//! 0.1 releases from 2021–2022): lengths are checked against the input before anything is
-//! allocated, nesting is capped, and malformed input is an [`XgbError`], never a panic.
+//! this module — the UBJSON crates on crates.io are unmaintained 0.1 releases or
+//! serialisation-only, and a JSON reader of our own parses numbers straight to `f32` as
+//! XGBoost does: lengths are checked against the input before anything is allocated, nesting
+//! is capped, and malformed input is an [`XgbError`], never a panic.
 //!
 //! Supported: the `gbtree` booster with numerical splits, any `num_parallel_tree`, and the
 //! objectives of [`Objective`]. Refused with an error naming what is unsupported: categorical
@@ -47,13 +48,16 @@
 //!
 //! # Speed and allocation
 //!
-//! Trees are flattened at load time into struct arrays (see the `forest` module): trees of
-//! depth ≤ 8 are padded to complete binary trees in heap order, so a row walks exactly
-//! `depth` 8-byte splits per tree with no pointer chasing and no leaf test. The prediction
-//! methods never allocate: a row's features are gathered into a stack buffer (rows of more
-//! than 256 model features are read in place instead), and [`XgbModel::predict_batch`]
-//! gathers blocks of rows and runs each tree over the whole block, so a tree's nodes are
-//! fetched once per block.
+//! Trees are flattened at load time into plain arrays (see the `forest` module). For models
+//! of depth ≤ 8 and at most 128 features — the fast path — every tree is padded to a complete
+//! binary tree in heap order, so a row walks exactly `depth` splits per tree with no pointer
+//! chasing, no leaf test and no branch (missing values are resolved by reading one of two
+//! pre-substituted copies of each feature), and 16 trees are walked in lockstep so that their
+//! chains of dependent loads overlap. Deeper or wider models use a linked node array. The
+//! prediction methods never allocate: a row's features are gathered once into a stack buffer
+//! (rows of more than 128 model features are read in place instead), and
+//! [`XgbModel::predict_batch`] gathers blocks of 32 rows and runs each tree over 16 rows at a
+//! time, so a tree's nodes are fetched once per block.
 //!
 //! # Why not the `xgboost` crate
 //!
@@ -71,7 +75,7 @@ mod value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use forest::{Direct, Features, Forest};
+use forest::{Direct, Features, Forest, ROW_SLOTS, slots};
 
 /// Errors from loading, checking or binding a model.
 #[derive(Debug, thiserror::Error)]
@@ -214,12 +218,8 @@ impl Objective {
     }
 }
 
-/// Rows of at most this many model features are gathered on the stack.
-const ROW_STACK: usize = 256;
-/// `f32` cells gathered per block by the batch path (16 KiB of stack).
-const BLOCK_CELLS: usize = 4096;
-/// Most rows per block of the batch path.
-const BLOCK_ROWS: usize = 64;
+/// Rows per block of the batch path (gathered on the stack: 32 KiB).
+const BLOCK_ROWS: usize = 32;
 
 /// XGBoost's sigmoid guard, a `double` literal narrowed to `float` as in `common::Sigmoid`.
 const SIGMOID_EPS: f32 = 1e-16_f64 as f32;
@@ -417,7 +417,8 @@ impl XgbModel {
     /// and `multi:softprob` objectives, the class index for `multi:softmax`).
     ///
     /// `row` is the caller's feature vector, `cols` the map from [`XgbModel::bind`]; each
-    /// cell is cast to `f32`, NaN meaning missing. Never allocates.
+    /// cell is cast to `f32` (`as f32`, like numpy's `astype(np.float32)`), NaN meaning
+    /// missing and 0.0 a value. Never allocates.
     ///
     /// # Panics
     ///
@@ -471,12 +472,12 @@ impl XgbModel {
 
     fn row_impl(&self, row: &[f64], cols: &[usize], out: &mut [f32], margin: bool) {
         assert_eq!(cols.len(), self.n_features, "bind map length");
-        if self.n_features <= ROW_STACK {
-            let mut buf = [0f32; ROW_STACK];
-            for (b, &c) in buf.iter_mut().zip(cols) {
-                *b = row[c] as f32;
+        if 2 * self.n_features <= ROW_SLOTS {
+            let mut buf = [0f32; ROW_SLOTS];
+            for (b, &c) in buf.as_chunks_mut::<2>().0.iter_mut().zip(cols) {
+                *b = slots(row[c]);
             }
-            self.finish(&buf[..self.n_features], out, margin);
+            self.finish(&buf, out, margin);
         } else {
             self.finish(&Direct { row, cols }, out, margin);
         }
@@ -544,34 +545,31 @@ impl XgbModel {
             self.n_outputs()
         };
         assert_eq!(out.len(), n_rows * n_out, "output length");
-        let nf = self.n_features;
-        if nf > BLOCK_CELLS {
+        if 2 * self.n_features > ROW_SLOTS {
             for (row, o) in rows.chunks_exact(n_cols).zip(out.chunks_exact_mut(n_out)) {
                 self.finish(&Direct { row, cols }, o, margin);
             }
             return;
         }
-        let block = (BLOCK_CELLS / nf).clamp(1, BLOCK_ROWS);
-        let mut buf = [0f32; BLOCK_CELLS];
+        let mut buf = [[0f32; ROW_SLOTS]; BLOCK_ROWS];
         let mut acc = [0f32; BLOCK_ROWS];
         let mut best = [0f32; BLOCK_ROWS];
         let mut best_i = [0u32; BLOCK_ROWS];
         let argmax = !margin && self.objective == Objective::MultiSoftmax;
         for (rblock, oblock) in rows
-            .chunks(block * n_cols)
-            .zip(out.chunks_mut(block * n_out))
+            .chunks(BLOCK_ROWS * n_cols)
+            .zip(out.chunks_mut(BLOCK_ROWS * n_out))
         {
             let b = rblock.len() / n_cols;
-            for (dst, row) in buf.chunks_exact_mut(nf).zip(rblock.chunks_exact(n_cols)) {
-                for (d, &c) in dst.iter_mut().zip(cols) {
-                    *d = row[c] as f32;
+            for (dst, row) in buf.iter_mut().zip(rblock.chunks_exact(n_cols)) {
+                for (d, &c) in dst.as_chunks_mut::<2>().0.iter_mut().zip(cols) {
+                    *d = slots(row[c]);
                 }
             }
-            let x = &buf[..b * nf];
             for g in 0..self.forest.n_groups() {
                 let acc = &mut acc[..b];
                 acc.fill(self.base_margin[g]);
-                self.forest.margin_block(g, x, nf, acc);
+                self.forest.margin_block(g, &buf[..b], acc);
                 if argmax {
                     for r in 0..b {
                         if g == 0 || acc[r] > best[r] {
@@ -601,6 +599,79 @@ impl XgbModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every fixture model through the linked layout (the complete one is what the parity
+    /// tests exercise): bit-identical to XGBoost's outputs as well.
+    #[test]
+    fn linked_layout_matches_the_goldens() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/xgb");
+        let mut checked = 0;
+        for name in [
+            "reg_squarederror",
+            "reg_logistic",
+            "reg_logistic_base03",
+            "binary_logistic",
+            "binary_logitraw",
+            "multi_softprob",
+            "multi_softmax",
+            "reg_noname",
+            "binary_logistic_v2",
+        ] {
+            let bytes = std::fs::read(dir.join(format!("{name}.json"))).unwrap();
+            let model = load::build_with(&json::parse(&bytes).unwrap(), 0).unwrap();
+            assert!(matches!(model.forest.layout_name(), "linked"), "{name}");
+            let text = std::fs::read_to_string(dir.join(format!("{name}.cases.json"))).unwrap();
+            let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let rows: Vec<Vec<f64>> = doc["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    r.as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|v| v.as_str().unwrap().parse().unwrap())
+                        .collect()
+                })
+                .collect();
+            let cols = match doc["columns"].as_array() {
+                Some(c) => {
+                    let names: Vec<&str> = c.iter().map(|v| v.as_str().unwrap()).collect();
+                    model.bind(&names).unwrap()
+                }
+                None => (0..model.n_features()).collect(),
+            };
+            let n_cols = rows[0].len();
+            let flat: Vec<f64> = rows.iter().flatten().copied().collect();
+            let mut batch = vec![0f32; rows.len() * model.n_outputs()];
+            model.predict_batch(&flat, n_cols, &cols, &mut batch);
+            for (i, row) in rows.iter().enumerate() {
+                let mut out = vec![0f32; model.n_outputs()];
+                let mut m = vec![0f32; model.n_margins()];
+                model.predict_row(row, &cols, &mut out);
+                model.predict_margin_row(row, &cols, &mut m);
+                let hex = |key: &str| -> Vec<u32> {
+                    doc[key][i]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|h| u32::from_str_radix(h.as_str().unwrap(), 16).unwrap())
+                        .collect()
+                };
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&out), hex("output"), "{name} row {i}");
+                assert_eq!(bits(&m), hex("margin"), "{name} row {i}");
+                let n = model.n_outputs();
+                assert_eq!(
+                    bits(&batch[i * n..(i + 1) * n]),
+                    hex("output"),
+                    "{name} row {i}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 400);
+    }
 
     #[test]
     fn sigmoid_matches_the_definition() {
