@@ -12,8 +12,6 @@
 //! The data is read in place from `$TICKPIPE_DATA`, else `<workspace>/../shared/data`; without
 //! it each test prints a `skipped:` line and passes.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
@@ -22,55 +20,23 @@ use dbn::{BboMsg, CbboMsg, Cmbp1Msg, Mbp1Msg, Mbp10Msg, RecordRef, VersionUpgrad
 use tickpipe_pipeline::book::{BookConfig, BookSource, Books, Side};
 use tickpipe_pipeline::depth::{Depth, Level, UNDEF_PRICE};
 use tickpipe_pipeline::msg::{Event, MAX_PARTS, rtype};
+use tickpipe_shm::hotpath::{self, CountingAlloc};
 
 const F_LAST: u8 = 0x80;
 
-/// Counts this thread's allocations, to check that applying events allocates nothing.
-struct CountingAllocator;
-
-thread_local! {
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-fn count_allocation() {
-    // `try_with`: allocations can happen while the thread's locals are torn down.
-    let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-}
-
-fn allocations() -> u64 {
-    ALLOCATIONS.with(Cell::get)
-}
-
-// SAFETY: every method forwards its arguments unchanged to the system allocator, which meets
-// `GlobalAlloc`'s contract; counting only touches a const-initialised thread-local `Cell`,
-// which never allocates.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count_allocation();
-        // SAFETY: the caller upholds `alloc`'s contract, which is the system allocator's.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count_allocation();
-        // SAFETY: as for `alloc`.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count_allocation();
-        // SAFETY: `ptr` was allocated by `System` with `layout` (all allocations go there).
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: as for `realloc`.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
+/// Counts the allocations of armed threads (this test arms only its own), to check that
+/// applying events allocates nothing.
 #[global_allocator]
-static ALLOCATOR: CountingAllocator = CountingAllocator;
+static ALLOCATOR: CountingAlloc = CountingAlloc::new();
+
+/// Allocations this thread made while armed, with `f` run armed.
+fn allocations_in(f: impl FnOnce()) -> u64 {
+    let before = hotpath::armed_allocations();
+    hotpath::arm();
+    f();
+    hotpath::disarm();
+    hotpath::armed_allocations() - before
+}
 
 fn data_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("TICKPIPE_DATA")
@@ -786,22 +752,21 @@ fn es_day_applies_without_allocating() {
     for_each_record(&day, |_, parts| events.extend_from_slice(parts));
     let mut books = Books::new(&BookConfig::default()).unwrap();
     let mut depth = Depth::default();
-    let probe = allocations();
-    drop(std::hint::black_box(Vec::<u8>::with_capacity(16)));
     assert_eq!(
-        allocations(),
-        probe + 1,
+        allocations_in(|| drop(std::hint::black_box(Vec::<u8>::with_capacity(16)))),
+        1,
         "the counter sees this thread's allocations"
     );
-    let before = allocations();
-    for ev in &events {
-        if let Some(slot) = books.apply(ev)
-            && ev.is_last()
-        {
-            books.book(slot).depth(&mut depth);
+    let n = allocations_in(|| {
+        for ev in &events {
+            if let Some(slot) = books.apply(ev)
+                && ev.is_last()
+            {
+                books.book(slot).depth(&mut depth);
+            }
         }
-    }
-    assert_eq!(allocations(), before, "allocations while applying the day");
+    });
+    assert_eq!(n, 0, "allocations while applying the day");
     assert_eq!(books.counts().applied, events.len() as u64);
 }
 
