@@ -808,4 +808,56 @@ mod tests {
         assert!(parse_duration("2 parsecs").is_err());
         assert!(parse_duration("-1ms").is_err());
     }
+
+    #[test]
+    fn models_table() {
+        let cfg = EngineConfig::from_toml(
+            r#"
+            [models]
+            sjm = "m/sjm"
+            xgboost = "/abs/score.json"
+            lstm = "lstm.onnx"
+            lstm_bars = "1m"
+            [models.stability]
+            min_confidence = 0.8
+            max_transitions_per_hour = 4
+            feature_zero_threshold = 0.25
+            covariance_regularization = 1e-3
+            max_regime_distance = 3.5
+            "#,
+        )
+        .unwrap();
+        let m = &cfg.models;
+        assert_eq!(m.lstm_bars_ns, 60_000_000_000);
+        assert_eq!(
+            (
+                m.stability.min_confidence,
+                m.stability.max_transitions_per_hour,
+                m.stability.feature_zero_threshold,
+                m.stability.covariance_regularization,
+                m.stability.max_regime_distance
+            ),
+            (0.8, 4, 0.25, 1e-3, 3.5)
+        );
+        // A forecaster brings its lane even without a [slow_lane] table.
+        assert!(cfg.slow_lane.is_none());
+        assert_eq!(
+            cfg.effective_slow_lane().map(|l| l.policy),
+            Some(Policy::ConflateLatest)
+        );
+        // Relative paths are relative to the profile's folder; absolute ones stay.
+        let mut m = cfg.models.clone();
+        m.resolve(Path::new("/etc/tickpipe"));
+        assert_eq!(m.sjm.as_deref(), Some(Path::new("/etc/tickpipe/m/sjm")));
+        assert_eq!(m.xgboost.as_deref(), Some(Path::new("/abs/score.json")));
+        assert!(msg("[models]\nlstm_bars = \"5m\"").contains("models.lstm_bars"));
+        assert!(msg("[models]\nonnx = \"x\"").contains("unknown field"));
+        let e = msg("[models.stability]\nmin_confidence = 1.5");
+        assert!(
+            e.contains("models.stability") && e.contains("min_confidence"),
+            "{e}"
+        );
+        let e = msg("[models.stability]\nmax_transitions_per_hour = 0");
+        assert!(e.contains("max_transitions_per_hour"), "{e}");
+    }
 }

@@ -206,3 +206,30 @@ fn models_that_do_not_fit_stop_the_start() {
     let e = start(&c).unwrap_err().to_string();
     assert!(e.contains("models.lstm") && e.contains("junk.onnx"), "{e}");
 }
+
+#[test]
+fn shipped_profiles_load_their_models() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tuning/profiles");
+    // (dedicated-8.toml pins cores 3-7: it loads only on a host that has them.)
+    for name in ["two-core.toml"] {
+        let mut cfg = EngineConfig::load(&root.join(name)).unwrap();
+        for p in ["sjm", "xgboost", "lstm"] {
+            let path = match p {
+                "sjm" => &cfg.models.sjm,
+                "xgboost" => &cfg.models.xgboost,
+                _ => &cfg.models.lstm,
+            };
+            let path = path
+                .as_ref()
+                .unwrap_or_else(|| panic!("{name}: models.{p}"));
+            assert!(path.exists(), "{name}: {}", path.display());
+        }
+        // Cores and modes are the host's business; the models must start anywhere.
+        cfg.mode = ThreadingMode::Invoker;
+        for p in &mut cfg.stages {
+            p.core = None;
+        }
+        let engine = start(&cfg).unwrap_or_else(|e| panic!("{name}: {e}"));
+        drop(engine);
+    }
+}
