@@ -285,6 +285,17 @@ impl ModelKind {
     }
 }
 
+/// The index of `key`'s state in `states`, made with `new` on first sight.
+fn stream_state<S>(states: &mut Vec<(u64, S)>, key: u64, new: impl FnOnce() -> S) -> usize {
+    match states.iter().position(|(k, _)| *k == key) {
+        Some(s) => s,
+        None => {
+            states.push((key, new()));
+            states.len() - 1
+        }
+    }
+}
+
 fn bind_columns(t: &Table) -> Vec<&str> {
     t.columns.iter().map(String::as_str).collect()
 }
@@ -346,13 +357,7 @@ pub fn predict(model: &Path, input: &Path, out: &Path) -> Result<usize> {
             writeln!(w, "row{inst_header},label,confidence,valid")?;
             for i in 0..t.rows() {
                 let key = instrument(i).map_or(0, |v| v as u64);
-                let s = match states.iter().position(|(k, _)| *k == key) {
-                    Some(s) => s,
-                    None => {
-                        states.push((key, m.new_online()));
-                        states.len() - 1
-                    }
-                };
+                let s = stream_state(&mut states, key, || m.new_online());
                 for (xi, &c) in x.iter_mut().zip(&cols) {
                     *xi = t.row(i)[c];
                 }
@@ -375,13 +380,7 @@ pub fn predict(model: &Path, input: &Path, out: &Path) -> Result<usize> {
             writeln!(w, "row{inst_header},{}", names.join(","))?;
             for i in 0..t.rows() {
                 let key = instrument(i).map_or(0, |v| v as u64);
-                let s = match states.iter().position(|(k, _)| *k == key) {
-                    Some(s) => s,
-                    None => {
-                        states.push((key, m.new_state()));
-                        states.len() - 1
-                    }
-                };
+                let s = stream_state(&mut states, key, || m.new_state());
                 for (xi, &c) in x.iter_mut().zip(&cols) {
                     *xi = t.row(i)[c] as f32;
                 }

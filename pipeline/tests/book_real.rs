@@ -29,15 +29,6 @@ const F_LAST: u8 = 0x80;
 #[global_allocator]
 static ALLOCATOR: CountingAlloc = CountingAlloc::new();
 
-/// Allocations this thread made while armed, with `f` run armed.
-fn allocations_in(f: impl FnOnce()) -> u64 {
-    let before = hotpath::armed_allocations();
-    hotpath::arm();
-    f();
-    hotpath::disarm();
-    hotpath::armed_allocations() - before
-}
-
 fn data_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("TICKPIPE_DATA")
         .map(PathBuf::from)
@@ -753,11 +744,11 @@ fn es_day_applies_without_allocating() {
     let mut books = Books::new(&BookConfig::default()).unwrap();
     let mut depth = Depth::default();
     assert_eq!(
-        allocations_in(|| drop(std::hint::black_box(Vec::<u8>::with_capacity(16)))),
+        hotpath::allocations_in(|| drop(std::hint::black_box(Vec::<u8>::with_capacity(16)))),
         1,
         "the counter sees this thread's allocations"
     );
-    let n = allocations_in(|| {
+    let n = hotpath::allocations_in(|| {
         for ev in &events {
             if let Some(slot) = books.apply(ev)
                 && ev.is_last()

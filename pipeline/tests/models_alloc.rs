@@ -17,16 +17,6 @@ use tickpipe_shm::hotpath::{self, CountingAlloc};
 #[global_allocator]
 static ALLOCATOR: CountingAlloc = CountingAlloc::new();
 
-/// Allocations this thread made while running `f` armed (this binary's one test is the only
-/// code that arms).
-fn allocations_in(f: impl FnOnce()) -> u64 {
-    let before = hotpath::armed_allocations();
-    hotpath::arm();
-    f();
-    hotpath::disarm();
-    hotpath::armed_allocations() - before
-}
-
 fn shipped() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fixtures/pipeline")
 }
@@ -34,7 +24,7 @@ fn shipped() -> std::path::PathBuf {
 #[test]
 fn step_filter_xgb_and_inference_do_not_allocate() {
     assert_eq!(
-        allocations_in(|| drop(std::hint::black_box(vec![1u8; 16]))),
+        hotpath::allocations_in(|| drop(std::hint::black_box(vec![1u8; 16]))),
         1,
         "the counter sees this thread's allocations"
     );
@@ -64,7 +54,7 @@ fn step_filter_xgb_and_inference_do_not_allocate() {
     let nan_row = vec![f64::NAN; f];
     let zero_row = vec![0.0; f];
     let mut acc = 0u64;
-    let n = allocations_in(|| {
+    let n = hotpath::allocations_in(|| {
         for (t, x) in rows.chunks_exact(f).enumerate() {
             let x = match t % 97 {
                 0 => &nan_row[..],
@@ -85,7 +75,7 @@ fn step_filter_xgb_and_inference_do_not_allocate() {
     let cols: Vec<usize> = (0..xgb.n_features()).collect();
     let mut out = [0f32; 1];
     let mut sum = 0f32;
-    let n = allocations_in(|| {
+    let n = hotpath::allocations_in(|| {
         for (t, x) in rows.chunks_exact(f).enumerate() {
             let mut row = [f64::NAN; 16];
             for (j, v) in row.iter_mut().enumerate().skip(t % 3) {
@@ -106,7 +96,7 @@ fn step_filter_xgb_and_inference_do_not_allocate() {
     };
     let mut engine =
         InferenceEngine::new(&settings.inference(4), TimeSource::Recv).expect("engine");
-    let n = allocations_in(|| {
+    let n = hotpath::allocations_in(|| {
         for (t, x) in rows.chunks_exact(f).enumerate() {
             let mut tick = Tick {
                 instrument_id: (t % 5) as u32,

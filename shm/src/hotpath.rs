@@ -78,6 +78,16 @@ pub fn first_armed_size() -> Option<usize> {
     }
 }
 
+/// Runs `f` with the calling thread armed and returns the allocations it made (exact when no
+/// other thread is armed meanwhile).
+pub fn allocations_in(f: impl FnOnce()) -> u64 {
+    let before = armed_allocations();
+    arm();
+    f();
+    disarm();
+    armed_allocations() - before
+}
+
 /// Zeroes the counters (for instance after a control run that allocated on purpose).
 pub fn reset_armed_counts() {
     // Relaxed: called while no armed thread runs.
