@@ -2,8 +2,9 @@
 //!
 //! - No allocation: this binary's global allocator counts what the stage threads allocate (and
 //!   free) between entering and leaving their duty loops, armed by the engine's `ThreadHooks`,
-//!   over runs that exercise batching, back-pressure, both lossy slow-lane policies and the
-//!   histogram hand-over to the reporter (a 1 ms report interval over hundreds of milliseconds).
+//!   over runs that exercise batching, back-pressure, both lossy slow-lane policies, the
+//!   histogram hand-over to the reporter (a 1 ms report interval over hundreds of milliseconds),
+//!   the shipped regime and scoring models, and scoring-model hot swaps every ten bursts.
 //! - No syscall: the binary runs itself again as a child whose stage threads forbid themselves
 //!   every syscall (a seccomp filter) as they enter their duty loops. One syscall on the hot path,
 //!   a futex, an `mmap`, a `clock_gettime` outside the vDSO, a `sched_yield`, kills the child
@@ -20,10 +21,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use tickpipe::models::xgb::XgbModel;
 use tickpipe::pipeline::config::{ModelSettings, Placement, SlowLane};
 use tickpipe::pipeline::sample::{sample_bars, sample_mbo_at};
 use tickpipe::pipeline::signal::{SIGNAL_LEN, SIGNAL_META, Signal};
 use tickpipe::pipeline::stage::available_cores;
+use tickpipe::pipeline::swap::ModelControl;
 use tickpipe::pipeline::{
     Engine, EngineConfig, EngineReport, IdleStrategy, Policy, ThreadHooks, ThreadingMode,
 };
@@ -100,6 +103,9 @@ type Region = Arc<HeapRegion>;
 /// An engine on in-process rings, fed and drained from the calling thread.
 struct Run {
     engine: Engine,
+    /// Swaps the scoring model every few bursts: applying an update is on the hot path too.
+    control: ModelControl,
+    scoring: XgbModel,
     md: RingWriter<Region>,
     signals: RingReader<Region>,
     clock: quanta::Clock,
@@ -115,9 +121,18 @@ impl Run {
         let signals = RingReader::new(sig.region().clone(), sig_info, StartAt::Oldest);
         let reader = RingReader::new(md.region().clone(), md_info, StartAt::Oldest);
         let clock = quanta::Clock::new();
-        let engine = Engine::start(cfg, reader, sig, clock.clone(), hooks).expect("engine start");
+        let mut engine =
+            Engine::start(cfg, reader, sig, clock.clone(), hooks).expect("engine start");
+        let control = engine.model_control().expect("model control");
+        let scoring = XgbModel::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("models/fixtures/pipeline/score.json"),
+        )
+        .expect("shipped scoring model");
         Self {
             engine,
+            control,
+            scoring,
             md,
             signals,
             clock,
@@ -137,6 +152,14 @@ impl Run {
                     .expect("publish");
             }
             self.published = end;
+            if (end / BURST).is_multiple_of(10) {
+                // Prepared here (this thread is not armed); applied and handed back by the
+                // stage, which is.
+                let version = (end / BURST / 10) as u32 + 1;
+                self.control
+                    .swap_scoring(self.scoring.clone(), version)
+                    .expect("queue a swap");
+            }
             std::thread::sleep(REPORT_INTERVAL);
             loop {
                 drain(&mut self.signals, &mut self.read);
@@ -248,12 +271,18 @@ fn no_allocation(policy: Policy, n: u64) {
     run.publish(n, Instant::now() + Duration::from_secs(120));
     let Run {
         engine,
+        mut control,
         mut signals,
         mut read,
         ..
     } = run;
     let report = engine.join().expect("engine join");
     drain(&mut signals, &mut read);
+    assert!(
+        control.applied() >= 5 && control.collect() > 0,
+        "model swaps were applied on the armed stage: {}",
+        control.applied()
+    );
 
     let (allocs, frees) = (hotpath::armed_allocations(), hotpath::armed_deallocations());
     assert!(
@@ -465,6 +494,10 @@ fn syscall_child() -> ! {
     }
     drain(&mut run.signals, &mut run.read);
     assert_eq!(FILTERED_LOOPS.load(Ordering::Relaxed), STAGE_THREADS);
+    assert!(
+        run.control.applied() >= 2,
+        "model swaps ran under the filter"
+    );
     assert_eq!(
         (run.engine.signals_published(), run.read),
         (n, n),

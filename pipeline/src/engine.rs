@@ -47,6 +47,7 @@ pub struct Engine {
     features: Arc<FeatureStats>,
     inference: Arc<ModelStats<InferenceCounts>>,
     forecast: Option<Arc<ModelStats<ForecastCounts>>>,
+    model_control: Option<crate::swap::ModelControl>,
     published: Arc<AtomicU64>,
     slow_processed: Option<Arc<AtomicU64>>,
     sink: LatencySink,
@@ -151,6 +152,8 @@ impl Engine {
             cfg.features.time_source,
         )?;
         let inference_stats = Arc::new(ModelStats::default());
+        let (model_control, swap_port) =
+            crate::swap::swap_channel(cfg.models.stability, max_instruments);
         let mut forecast_stats = None;
         let (lane_tx, forecast_rx, lane_stage, slow_processed) = match cfg.effective_slow_lane() {
             Some(lane) => {
@@ -235,6 +238,7 @@ impl Engine {
                     inference_rx,
                     inference_tx,
                     forecast_rx,
+                    Some(swap_port),
                     inference_engine,
                     cfg.batch,
                     clock.clone(),
@@ -271,6 +275,7 @@ impl Engine {
             features: feature_stats,
             inference: inference_stats,
             forecast: forecast_stats,
+            model_control: Some(model_control),
             published,
             slow_processed,
             sink,
@@ -393,6 +398,12 @@ impl Engine {
     /// Ingest counters, now.
     pub fn ingest(&self) -> IngestCounts {
         self.ingest.counts()
+    }
+
+    /// The handle that swaps the inference stage's models while it runs (see [`crate::swap`]);
+    /// `None` after the first call.
+    pub fn model_control(&mut self) -> Option<crate::swap::ModelControl> {
+        self.model_control.take()
     }
 
     /// Events the feature stage has seen and vectors it has emitted so far.

@@ -14,17 +14,18 @@
 
 use std::path::{Path, PathBuf};
 
-use tickpipe_models::sjm::{SjmModel, SjmOnline};
-use tickpipe_models::stability::{StabilityConfig, StabilityFilter, Stable};
+use tickpipe_models::sjm::SjmModel;
+use tickpipe_models::stability::{StabilityConfig, Stable};
 use tickpipe_models::xgb::XgbModel;
 
 use crate::PipelineError;
 use crate::features::{SCHEMA, TimeSource};
-use crate::msg::{Forecast, MAX_SCORES, NO_REGIME, Tick};
+use crate::msg::{Forecast, NO_REGIME, Tick};
 use crate::signal::{
     MF_CROSSED, MF_INVALID_INPUT, MF_LOW_CONFIDENCE, MF_NO_SLOT, MF_OFF_REGIME, MF_RATE_LIMITED,
     MF_REGIME_CHANGED, MF_UNRELIABLE_INPUT,
 };
+use crate::swap::{ModelUpdate, RegimeModel, ScoringModel, bind_regime, bind_scoring};
 
 /// Most inputs a regime model may take here (the gather buffer is fixed).
 pub const MAX_REGIME_FEATURES: usize = 32;
@@ -157,15 +158,23 @@ fn model_error(field: &str, path: &Path, e: impl std::fmt::Display) -> PipelineE
     PipelineError::config(field, format!("{}: {e}", path.display()))
 }
 
+/// Puts the model's path in front of a binding error.
+fn at_path(e: PipelineError, path: &Path) -> PipelineError {
+    match e {
+        PipelineError::Config { field, msg } => PipelineError::Config {
+            field,
+            msg: format!("{}: {msg}", path.display()),
+        },
+        other => other,
+    }
+}
+
 /// Per-vector inference for every instrument.
 #[derive(Debug)]
 pub struct InferenceEngine {
-    sjm: Option<(SjmModel, Vec<usize>)>,
-    xgb: Option<(XgbModel, Vec<usize>)>,
-    n_scores: usize,
+    regime: Option<RegimeModel>,
+    scoring: Option<ScoringModel>,
     slots: InstrumentSlots,
-    online: Vec<SjmOnline>,
-    filters: Vec<StabilityFilter>,
     /// Latest forecast per slot: value and the end of its bar.
     forecasts: Vec<(f32, u64)>,
     x: [f64; MAX_REGIME_FEATURES],
@@ -174,81 +183,34 @@ pub struct InferenceEngine {
 }
 
 impl InferenceEngine {
-    /// Loads and binds the configured models.
+    /// Loads and binds the configured models (version 1 each, as signals report it).
     ///
     /// # Errors
     /// A model that cannot be read, is invalid, names a feature the schema lacks, or is too
     /// large for the fixed buffers; stability knobs out of range.
     pub fn new(cfg: &InferenceSettings, time_source: TimeSource) -> Result<Self, PipelineError> {
-        let names = schema_names();
         cfg.stability
             .validate()
             .map_err(|e| PipelineError::config("models.stability", e.to_string()))?;
-        let sjm = match &cfg.sjm {
+        let n = cfg.max_instruments.max(1);
+        let regime = match &cfg.sjm {
             Some(p) => {
                 let m = SjmModel::load(p).map_err(|e| model_error("models.sjm", p, e))?;
-                if m.n_features() > MAX_REGIME_FEATURES {
-                    return Err(model_error(
-                        "models.sjm",
-                        p,
-                        format!(
-                            "{} features (at most {MAX_REGIME_FEATURES})",
-                            m.n_features()
-                        ),
-                    ));
-                }
-                let cols = m
-                    .bind(&names)
-                    .map_err(|e| model_error("models.sjm", p, e))?;
-                Some((m, cols))
+                Some(bind_regime(m, &cfg.stability, n, 1).map_err(|e| at_path(e, p))?)
             }
             None => None,
         };
-        let xgb = match &cfg.xgboost {
+        let scoring = match &cfg.xgboost {
             Some(p) => {
                 let m = XgbModel::load(p).map_err(|e| model_error("models.xgboost", p, e))?;
-                let cols = m
-                    .bind(&names)
-                    .map_err(|e| model_error("models.xgboost", p, e))?;
-                Some((m, cols))
+                Some(bind_scoring(m, 1).map_err(|e| at_path(e, p))?)
             }
             None => None,
         };
-        let n_scores = xgb
-            .as_ref()
-            .map_or(0, |(m, _)| m.n_outputs().min(MAX_SCORES));
-        if let (Some((m, _)), Some(p)) = (&xgb, &cfg.xgboost)
-            && m.n_outputs() > MAX_SCORES
-        {
-            return Err(model_error(
-                "models.xgboost",
-                p,
-                format!(
-                    "{} outputs per row (signals carry at most {MAX_SCORES})",
-                    m.n_outputs()
-                ),
-            ));
-        }
-        let n = cfg.max_instruments.max(1);
-        let online = match &sjm {
-            Some((m, _)) => vec![m.new_online(); n],
-            None => Vec::new(),
-        };
-        let filters = match &sjm {
-            Some((m, _)) => {
-                let first = StabilityFilter::new(&cfg.stability, m)
-                    .map_err(|e| PipelineError::config("models.stability", e.to_string()))?;
-                vec![first; n]
-            }
-            None => Vec::new(),
-        };
         Ok(Self {
-            sjm,
-            xgb,
-            n_scores,
+            regime,
+            scoring,
             slots: InstrumentSlots::new(n),
-            online,
-            filters,
             forecasts: vec![(f32::NAN, u64::MAX); n],
             x: [0.0; MAX_REGIME_FEATURES],
             time_source,
@@ -256,9 +218,27 @@ impl InferenceEngine {
         })
     }
 
+    /// Applies a prepared update between two vectors, handing back what it replaced in the same
+    /// box (nothing is allocated or freed here).
+    #[inline]
+    pub fn apply(&mut self, update: &mut ModelUpdate) {
+        match update {
+            ModelUpdate::Scoring(m) => std::mem::swap(&mut self.scoring, m),
+            ModelUpdate::Regime(m) => std::mem::swap(&mut self.regime, m),
+        }
+    }
+
+    /// Versions of the scoring and regime models in use (0: none).
+    pub fn versions(&self) -> (u32, u32) {
+        (
+            self.scoring.as_ref().map_or(0, |m| m.version),
+            self.regime.as_ref().map_or(0, |m| m.version),
+        )
+    }
+
     /// Whether any model is configured.
     pub fn has_models(&self) -> bool {
-        self.sjm.is_some() || self.xgb.is_some()
+        self.regime.is_some() || self.scoring.is_some()
     }
 
     /// Runs the models on one vector and writes their outputs into it.
@@ -271,14 +251,15 @@ impl InferenceEngine {
             t.model_flags = flags | MF_NO_SLOT;
             return;
         };
-        if let Some((m, cols)) = &self.sjm {
-            let x = &mut self.x[..cols.len()];
-            for (xi, &c) in x.iter_mut().zip(cols.iter()) {
+        if let Some(r) = &mut self.regime {
+            t.regime_version = r.version;
+            let x = &mut self.x[..r.cols.len()];
+            for (xi, &c) in x.iter_mut().zip(r.cols.iter()) {
                 *xi = t.values[c];
             }
-            let step = m.step(&mut self.online[slot], x);
+            let step = r.model.step(&mut r.online[slot], x);
             let ts = self.time_source.pick(t.ts_recv, t.ts_event);
-            let stable = self.filters[slot].update(ts, &step, x);
+            let stable = r.filters[slot].update(ts, &step, x);
             t.regime = if step.valid { step.label } else { NO_REGIME };
             t.confidence = if step.valid {
                 step.confidence as f32
@@ -311,9 +292,11 @@ impl InferenceEngine {
                 self.counts.regime_changes += 1;
             }
         }
-        if let Some((m, cols)) = &self.xgb {
-            m.predict_row(&t.values, cols, &mut t.scores[..self.n_scores]);
-            t.n_scores = self.n_scores as u8;
+        if let Some(m) = &self.scoring {
+            let k = m.model.n_outputs();
+            m.model.predict_row(&t.values, &m.cols, &mut t.scores[..k]);
+            t.n_scores = k as u8;
+            t.scoring_version = m.version;
             self.counts.scored += 1;
         }
         let (value, bar_end) = self.forecasts[slot];

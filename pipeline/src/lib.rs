@@ -22,6 +22,7 @@ pub mod sample;
 pub mod signal;
 pub mod stage;
 pub mod stages;
+pub mod swap;
 
 pub use config::{EngineConfig, ThreadingMode};
 pub use engine::{Engine, EngineReport};

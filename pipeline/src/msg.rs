@@ -203,6 +203,10 @@ pub struct Tick {
     /// Age of `forecast`: time on the feature clock since the bar it was made from closed
     /// (`u64::MAX` without one).
     pub forecast_age_ns: u64,
+    /// Version of the scoring model that filled `scores` (0: none).
+    pub scoring_version: u32,
+    /// Version of the regime model that filled `regime` (0: none).
+    pub regime_version: u32,
 }
 
 /// A regime id meaning "none".
@@ -232,6 +236,8 @@ impl Default for Tick {
             scores: [f32::NAN; MAX_SCORES],
             forecast: f32::NAN,
             forecast_age_ns: u64::MAX,
+            scoring_version: 0,
+            regime_version: 0,
         }
     }
 }

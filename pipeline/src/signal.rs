@@ -19,7 +19,8 @@
 //!   56     4  forecast         f32, the latest slow-lane (LSTM) forecast; NaN without one
 //!   60     4  confidence       f32 in [0, 1], of the raw regime; NaN without a regime model
 //!   64     8  forecast_age_ns  feature-clock time since the forecast's bar closed (u64::MAX: none)
-//!   72     8  reserved         zero
+//!   72     4  scoring_version  version of the scoring model behind `scores` (0: none)
+//!   76     4  regime_version   version of the regime model behind `regime` (0: none)
 //!   80     1  regime           raw online regime (0xFF: none)
 //!   81     1  stable_regime    regime after the stability filter (0xFF: none accepted yet)
 //!   82     1  n_scores         how many scores are filled
@@ -85,6 +86,10 @@ pub struct Signal {
     pub confidence: f32,
     /// Age of the forecast (ns).
     pub forecast_age_ns: u64,
+    /// Version of the scoring model (0: none).
+    pub scoring_version: u32,
+    /// Version of the regime model (0: none).
+    pub regime_version: u32,
     /// Raw regime.
     pub regime: u8,
     /// Stable regime.
@@ -112,6 +117,8 @@ impl Default for Signal {
             forecast: f32::NAN,
             confidence: f32::NAN,
             forecast_age_ns: u64::MAX,
+            scoring_version: 0,
+            regime_version: 0,
             regime: NO_REGIME,
             stable_regime: NO_REGIME,
             n_scores: 0,
@@ -162,6 +169,8 @@ impl Signal {
         b[56..60].copy_from_slice(&self.forecast.to_le_bytes());
         b[60..64].copy_from_slice(&self.confidence.to_le_bytes());
         b[64..72].copy_from_slice(&self.forecast_age_ns.to_le_bytes());
+        b[72..76].copy_from_slice(&self.scoring_version.to_le_bytes());
+        b[76..80].copy_from_slice(&self.regime_version.to_le_bytes());
         b[80] = self.regime;
         b[81] = self.stable_regime;
         b[82] = self.n_scores;
@@ -197,6 +206,8 @@ impl Signal {
             forecast: f32_at(b, 56),
             confidence: f32_at(b, 60),
             forecast_age_ns: u64_at(b, 64),
+            scoring_version: u32::from_le_bytes([b[72], b[73], b[74], b[75]]),
+            regime_version: u32::from_le_bytes([b[76], b[77], b[78], b[79]]),
             regime: b[80],
             stable_regime: b[81],
             n_scores: b[82],
@@ -247,6 +258,8 @@ mod tests {
             forecast: -1.25,
             confidence: 0.75,
             forecast_age_ns: 123_456,
+            scoring_version: 7,
+            regime_version: 0x0102_0304,
             regime: 2,
             stable_regime: 1,
             n_scores: 4,
@@ -257,7 +270,7 @@ mod tests {
         let b = s.encode();
         assert_eq!(Signal::decode(&b), Ok(s));
         assert_eq!(b[0] as usize * 4, SIGNAL_LEN);
-        assert!(b[72..80].iter().chain(&b[86..]).all(|&x| x == 0));
+        assert!(b[86..].iter().all(|&x| x == 0));
         assert_eq!(Signal::decode(&b[..95]), Err(SignalError::Length(95)));
         let mut bad = b;
         bad[1] = 0xA0;
@@ -271,6 +284,7 @@ mod tests {
         assert_eq!(f32_at(&b, 56), -1.25);
         assert_eq!(f32_at(&b, 60), 0.75);
         assert_eq!(u64_at(&b, 64), 123_456);
+        assert_eq!(&b[72..80], &[7, 0, 0, 0, 4, 3, 2, 1]);
         assert_eq!((b[80], b[81], b[82], b[85]), (2, 1, 4, 0x42));
     }
 }

@@ -22,6 +22,7 @@ use crate::link::{Message, Receiver, Sender};
 use crate::msg::{BarMsg, Event, Forecast, MAX_PARTS, Tick};
 use crate::signal::Signal;
 use crate::stage::Stage;
+use crate::swap::SwapPort;
 
 /// The ingest stage's counters (readable while running).
 #[derive(Debug, Default)]
@@ -504,6 +505,7 @@ pub struct InferenceStage {
     input: Receiver<Tick>,
     out: Sender<Tick>,
     forecasts: Option<Receiver<Forecast>>,
+    swaps: Option<SwapPort>,
     engine: InferenceEngine,
     buf: Vec<Tick>,
     fbuf: Vec<Forecast>,
@@ -520,12 +522,14 @@ impl std::fmt::Debug for InferenceStage {
 }
 
 impl InferenceStage {
-    /// An inference stage running `engine`, taking forecasts from `forecasts`.
+    /// An inference stage running `engine`, taking forecasts from `forecasts` and model updates
+    /// from `swaps`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         input: Receiver<Tick>,
         out: Sender<Tick>,
         forecasts: Option<Receiver<Forecast>>,
+        swaps: Option<SwapPort>,
         engine: InferenceEngine,
         batch: usize,
         clock: quanta::Clock,
@@ -536,6 +540,7 @@ impl InferenceStage {
             input,
             out,
             forecasts,
+            swaps,
             engine,
             buf: vec![Tick::default(); batch.max(1)],
             fbuf: vec![Forecast::default(); 64],
@@ -564,6 +569,15 @@ impl Stage for InferenceStage {
             return 0;
         }
         let mut work = 0;
+        // At most one model update per cycle, between two batches: every vector is handled by
+        // exactly one version.
+        if let Some(port) = &mut self.swaps
+            && let Some(mut update) = port.next()
+        {
+            self.engine.apply(&mut update);
+            port.retire(update);
+            work += 1;
+        }
         if let Some(rx) = &mut self.forecasts {
             let n = rx.recv(&mut self.fbuf);
             for f in &self.fbuf[..n] {
@@ -675,6 +689,8 @@ impl<W: Region + Send> PublishStage<W> {
             regime: t.regime,
             stable_regime: t.stable_regime,
             n_scores: t.n_scores,
+            scoring_version: t.scoring_version,
+            regime_version: t.regime_version,
             alert: 0,
             flags: t.flags,
             model_flags: t.model_flags,
