@@ -63,12 +63,19 @@
 //! A validated version comes back loaded ([`Validated`]), ready to be swapped into an engine.
 //! [`Registry::promote`] and [`Registry::rollback`] validate the target first and leave
 //! `active.json` untouched when it fails.
+//!
+//! # Concurrency
+//! Each write of `active.json` is atomic, but a promotion reads the record, validates, then
+//! writes: two promotions of the same model racing each other (threads or processes) do not
+//! corrupt the file, yet the later writer's `previous` may not name the earlier one's version.
+//! There is no lock; run promotions of one model one at a time.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
 use std::io::Write as _;
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -806,7 +813,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RegistryError> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.tmp{}", std::process::id()));
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!(".{file_name}.tmp{}.{seq}", std::process::id()));
     let result = (|| {
         let mut f = fs::File::create(&tmp).map_err(io_err(&tmp))?;
         f.write_all(bytes).map_err(io_err(&tmp))?;
@@ -1085,6 +1094,7 @@ fn check_goldens_shape(g: &Goldens, model: &LoadedModel) -> Result<(), String> {
         ));
     }
     let (nf, no) = (g.features.len(), model.n_outputs());
+    let finite_inputs = matches!(model, LoadedModel::Lstm(_));
     for (r, (i, o)) in g.inputs.iter().zip(&g.outputs).enumerate() {
         if i.len() != nf || o.len() != no {
             return Err(format!(
@@ -1095,6 +1105,11 @@ fn check_goldens_shape(g: &Goldens, model: &LoadedModel) -> Result<(), String> {
         }
         if let Some(c) = o.iter().position(|v| !v.is_some_and(f64::is_finite)) {
             return Err(format!("row {r}: recorded output {c} is not finite"));
+        }
+        if finite_inputs && let Some(c) = i.iter().position(|v| !v.is_some_and(f64::is_finite)) {
+            return Err(format!(
+                "row {r}: input {c} is missing or not finite (LSTM inputs must be finite)"
+            ));
         }
     }
     Ok(())

@@ -444,6 +444,13 @@ fn golden_defects_are_goldens_failures() {
     });
     refused(&r, "score", "v2", &features(), Rule::Goldens);
 
+    // A missing LSTM input (the LSTM refuses non-finite steps, so its goldens must not hold
+    // any).
+    let (_t, r) = scratch();
+    edit_goldens(&r, "forecast", "v1", |g| g["inputs"][4][1] = Value::Null);
+    let msg = refused(&r, "forecast", "v1", &bars(), Rule::Goldens);
+    assert!(msg.contains("row 4"), "{msg}");
+
     // Shape: golden columns not the model's features, or a short output row.
     let (_t, r) = scratch();
     edit_goldens(&r, "score", "v1", |g| g["features"][0] = "mid".into());
