@@ -9,9 +9,9 @@
 #     FEATURES_CSV=/tmp/es_features.csv models/registry/build.sh
 #
 # Deterministic apart from the `created` times: the golden inputs are fixed rows of the feature
-# file (every 1400th row for `score`; data rows 0..7 then 282..321 as one stream for
-# `regime`, which starts on a row with a missing value and crosses two regime switches) and the first
-# 32 steps of instrument 0 in models/fixtures/lstm/lstm_h32_golden.csv for `forecast`; the
+# file (every 1400th row for `score`; data rows 0..7 then 282..321 as one stream for `regime`,
+# which starts on a row with a missing value and crosses two regime switches) and the first 32
+# steps of instrument 0 in models/fixtures/lstm/lstm_h32_golden.csv for `forecast`; the
 # recorded outputs are the crate's own outputs on them (the parity tests of each model kind tie
 # those to the reference libraries). Existing versions are removed first.
 set -euo pipefail
