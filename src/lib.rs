@@ -17,6 +17,7 @@ pub mod features_cmd;
 pub mod models_cmd;
 pub mod profile_report;
 pub mod record;
+pub mod registry_cmd;
 pub mod replay;
 pub mod ringstat;
 pub mod shutdown;

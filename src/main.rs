@@ -252,6 +252,84 @@ enum ModelsCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// List the registry's models with their active and available versions.
+    List {
+        /// Registry directory.
+        #[arg(long, default_value = tickpipe::registry_cmd::DEFAULT_REGISTRY)]
+        registry: PathBuf,
+    },
+    /// Show one model's active record and every version's manifest.
+    Show {
+        /// Model name.
+        name: String,
+        /// Registry directory.
+        #[arg(long, default_value = tickpipe::registry_cmd::DEFAULT_REGISTRY)]
+        registry: PathBuf,
+    },
+    /// Validate a version (default: the active one): checksums, schema, load, goldens, latency.
+    Validate {
+        /// Model name.
+        name: String,
+        /// Version (default: the active one).
+        version: Option<String>,
+        /// Registry directory.
+        #[arg(long, default_value = tickpipe::registry_cmd::DEFAULT_REGISTRY)]
+        registry: PathBuf,
+    },
+    /// Validate a version and make it the active one.
+    Promote {
+        /// Model name.
+        name: String,
+        /// Version.
+        version: String,
+        /// Registry directory.
+        #[arg(long, default_value = tickpipe::registry_cmd::DEFAULT_REGISTRY)]
+        registry: PathBuf,
+    },
+    /// Validate the previous version and make it active again.
+    Rollback {
+        /// Model name.
+        name: String,
+        /// Registry directory.
+        #[arg(long, default_value = tickpipe::registry_cmd::DEFAULT_REGISTRY)]
+        registry: PathBuf,
+    },
+    /// Register a new version from an artifact, recording the model's outputs on golden rows.
+    Register {
+        /// Registry directory.
+        #[arg(long, default_value = tickpipe::registry_cmd::DEFAULT_REGISTRY)]
+        registry: PathBuf,
+        /// Model name.
+        #[arg(long)]
+        name: String,
+        /// New version.
+        #[arg(long)]
+        version: String,
+        /// Kind: xgboost, sjm or onnx-lstm.
+        #[arg(long)]
+        kind: String,
+        /// Artifact file (or jump-model directory).
+        #[arg(long)]
+        artifact: PathBuf,
+        /// Golden input rows: CSV, header = column names, empty cell = missing.
+        #[arg(long)]
+        goldens_input: PathBuf,
+        /// Training data start (free-form).
+        #[arg(long, default_value = "unknown")]
+        train_start: String,
+        /// Training data end (free-form).
+        #[arg(long, default_value = "unknown")]
+        train_end: String,
+        /// Metric, name=value (repeatable).
+        #[arg(long)]
+        metric: Vec<String>,
+        /// Absolute tolerance of the golden comparison.
+        #[arg(long, default_value_t = 1e-6)]
+        tolerance: f64,
+        /// Latency budget in microseconds per golden row.
+        #[arg(long, default_value_t = 1000.0)]
+        latency_budget_us: f64,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -444,6 +522,82 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let n = tickpipe::models_cmd::predict(&model, &input, &out)?;
             println!("predict: {n} rows -> {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Models {
+            command: ModelsCommand::List { registry },
+        } => {
+            print!("{}", tickpipe::registry_cmd::list(&registry)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Models {
+            command: ModelsCommand::Show { name, registry },
+        } => {
+            print!("{}", tickpipe::registry_cmd::show(&registry, &name)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Models {
+            command:
+                ModelsCommand::Validate {
+                    name,
+                    version,
+                    registry,
+                },
+        } => {
+            let s = tickpipe::registry_cmd::validate(&registry, &name, version.as_deref())?;
+            println!("{s}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Models {
+            command:
+                ModelsCommand::Promote {
+                    name,
+                    version,
+                    registry,
+                },
+        } => {
+            println!(
+                "{}",
+                tickpipe::registry_cmd::promote(&registry, &name, &version)?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Models {
+            command: ModelsCommand::Rollback { name, registry },
+        } => {
+            println!("{}", tickpipe::registry_cmd::rollback(&registry, &name)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Models {
+            command:
+                ModelsCommand::Register {
+                    registry,
+                    name,
+                    version,
+                    kind,
+                    artifact,
+                    goldens_input,
+                    train_start,
+                    train_end,
+                    metric,
+                    tolerance,
+                    latency_budget_us,
+                },
+        } => {
+            let o = tickpipe::registry_cmd::RegisterOptions {
+                registry,
+                name,
+                version,
+                kind,
+                artifact,
+                goldens_input,
+                train_start,
+                train_end,
+                metrics: metric,
+                tolerance,
+                latency_budget_us,
+            };
+            println!("{}", tickpipe::registry_cmd::register(&o)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Record {

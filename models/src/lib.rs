@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod lstm;
+pub mod registry;
 pub mod sjm;
 pub mod stability;
 pub mod xgb;
