@@ -19,6 +19,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use tickpipe_models::registry::{LoadedModel, Validated};
 use tickpipe_models::sjm::{SjmModel, SjmOnline};
 use tickpipe_models::stability::{StabilityConfig, StabilityFilter};
 use tickpipe_models::xgb::XgbModel;
@@ -210,6 +211,36 @@ impl ModelControl {
         self.send(ModelUpdate::Regime(Some(m)))
     }
 
+    /// Queues a model that passed the registry's validation ([`tickpipe_models::registry`]):
+    /// a scoring or regime model, versioned by its registry version (`v<N>` or `<N>`).
+    ///
+    /// # Errors
+    /// A forecaster (the slow lane's model is not swapped here), a version that is not a
+    /// number, a model that does not fit, or a full command ring.
+    pub fn swap_validated(&mut self, v: Validated) -> Result<(), SwapError> {
+        let version = numeric_version(&v.manifest.model_version).ok_or_else(|| {
+            PipelineError::config(
+                "models",
+                format!(
+                    "{} version {:?}: signals carry a numeric version (v<N> or <N>)",
+                    v.manifest.name, v.manifest.model_version
+                ),
+            )
+        })?;
+        match v.model {
+            LoadedModel::Xgboost(m) => self.swap_scoring(m, version),
+            LoadedModel::Sjm(m) => self.swap_regime(m, version),
+            LoadedModel::Lstm(_) => Err(PipelineError::config(
+                "models.lstm",
+                format!(
+                    "{}: the forecaster runs on the slow lane and is not hot-swapped (restart with the new version)",
+                    v.manifest.name
+                ),
+            )
+            .into()),
+        }
+    }
+
     /// Drops what applied updates replaced; returns how many.
     pub fn collect(&mut self) -> usize {
         let mut n = 0;
@@ -231,6 +262,11 @@ impl ModelControl {
     pub fn pending(&self) -> u64 {
         self.queued - self.applied()
     }
+}
+
+/// `v12` or `12` as 12.
+fn numeric_version(v: &str) -> Option<u32> {
+    v.strip_prefix('v').unwrap_or(v).parse().ok()
 }
 
 impl SwapPort {

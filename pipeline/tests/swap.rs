@@ -253,3 +253,81 @@ fn models_that_do_not_fit_are_refused_and_the_old_one_serves() {
     assert_eq!(n, 1000);
     assert_eq!(control.applied(), 0);
 }
+
+#[test]
+fn registry_versions_swap_in_and_name_themselves() {
+    use tickpipe_models::registry::{Expected, Registry};
+    use tickpipe_pipeline::features::{SCHEMA_NAME, SCHEMA_VERSION};
+    let registry = Registry::open(&models().parent().unwrap().join("registry")).unwrap();
+    let names = schema_names();
+    let expected = Expected {
+        schema_name: SCHEMA_NAME,
+        schema_version: SCHEMA_VERSION,
+        schema: &names,
+    };
+    let cfg = EngineConfig {
+        mode: ThreadingMode::Invoker,
+        models: ModelSettings {
+            xgboost: Some(models().join("pipeline/score.json")),
+            ..ModelSettings::default()
+        },
+        ..EngineConfig::default()
+    };
+    let (mut md, md_info) = heap_ring(1 << 20, 1024, b"DBN", content::DBN).unwrap();
+    let (sig, sig_info) = heap_ring(1 << 20, SIGNAL_LEN, &SIGNAL_META, content::SIGNALS).unwrap();
+    let mut sig_reader: RingReader<Arc<HeapRegion>> =
+        RingReader::new(sig.region().clone(), sig_info, StartAt::Oldest);
+    let reader = RingReader::new(md.region().clone(), md_info, StartAt::Oldest);
+    let clock = quanta::Clock::new();
+    let mut engine =
+        Engine::start(&cfg, reader, sig, clock.clone(), ThreadHooks::default()).unwrap();
+    let mut control = engine.model_control().unwrap();
+    let mut publish = |engine: &mut Engine, from: u64| {
+        for i in from..from + 100 {
+            md.publish(&sample_mbo(i), clock.raw()).unwrap();
+            engine.invoke();
+        }
+    };
+    publish(&mut engine, 0);
+    control
+        .swap_validated(registry.validate("score", "v2", &expected).unwrap())
+        .unwrap();
+    publish(&mut engine, 100);
+    control
+        .swap_validated(registry.validate("regime", "v1", &expected).unwrap())
+        .unwrap();
+    publish(&mut engine, 200);
+    // The forecaster is not hot-swapped: refused, and nothing is queued.
+    let bars = tickpipe_pipeline::forecast::BAR_SCHEMA;
+    let lstm = registry.validate(
+        "forecast",
+        "v1",
+        &Expected {
+            schema_name: "tickpipe.bars",
+            schema_version: 1,
+            schema: &bars,
+        },
+    );
+    let e = control
+        .swap_validated(lstm.unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("slow lane"), "{e}");
+    md.finish();
+    engine.join().unwrap();
+    let mut buf = [0u8; SIGNAL_LEN];
+    let mut versions = Vec::new();
+    while sig_reader.try_read(&mut buf).is_ok() {
+        let s = Signal::decode(&buf).unwrap();
+        versions.push((s.scoring_version, s.regime_version));
+    }
+    assert_eq!(versions.len(), 300);
+    assert!(versions[..100].iter().all(|v| *v == (1, 0)));
+    assert!(
+        versions[101..200].iter().all(|v| *v == (2, 0)),
+        "{:?}",
+        &versions[100..110]
+    );
+    assert!(versions[201..].iter().all(|v| *v == (2, 1)));
+    assert_eq!(control.applied(), 2);
+}
