@@ -324,6 +324,8 @@ pub struct ProfileOptions {
     /// Market-data ring bytes (default: enough to hold the whole input, so that a max-speed
     /// replay measures the engine rather than laps).
     pub ring_capacity: Option<usize>,
+    /// Hot-swap the scoring model this often while the replay runs (threaded modes).
+    pub swap_every: Option<Duration>,
 }
 
 /// Records held in memory, framed as they will be published.
@@ -500,9 +502,29 @@ pub fn profile(opts: &ProfileOptions, stop: &Arc<AtomicBool>) -> Result<EngineRe
             )),
             opts.config_name
         );
+        // A second copy of the scoring model, swapped in and out while the replay runs.
+        let swapping = match (opts.swap_every, &opts.config.models.xgboost) {
+            (None, _) => None,
+            (Some(_), _) if mode == ThreadingMode::Invoker => {
+                anyhow::bail!("--swap-every needs a threaded mode (dedicated or shared)")
+            }
+            (Some(every), Some(path)) => {
+                let model = tickpipe_models::xgb::XgbModel::load(path)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                let control = engine
+                    .model_control()
+                    .ok_or_else(|| anyhow::anyhow!("the engine's model control is taken"))?;
+                Some((every, model, control))
+            }
+            (Some(_), None) => {
+                anyhow::bail!("--swap-every needs a scoring model ([models] xgboost)")
+            }
+        };
         let started = Instant::now();
         let schedule = Schedule::new(&clock, opts.rate);
         let mut writer = writer;
+        let fed = AtomicBool::new(false);
+        let mut swaps = 0u64;
         let feed_stats = if mode == ThreadingMode::Invoker {
             // The caller's thread drives the engine while it waits and every 64 publishes.
             feed(&mut writer, &recs, schedule, &clock, stop, || {
@@ -511,15 +533,42 @@ pub fn profile(opts: &ProfileOptions, stop: &Arc<AtomicBool>) -> Result<EngineRe
         } else {
             let feeder_core = opts.config.feeder.core;
             let (clock, stop) = (clock.clone(), stop.clone());
+            let fed = &fed;
+            let swaps = &mut swaps;
             std::thread::scope(|s| {
-                s.spawn(|| -> Result<FeedStats> {
-                    if let Some(core) = feeder_core {
-                        tickpipe_pipeline::stage::pin_current("feeder", core)?;
-                    }
-                    Ok(feed(&mut writer, &recs, schedule, &clock, &stop, || {}))
-                })
-                .join()
-                .map_err(|_| anyhow::anyhow!("the feeder thread panicked"))?
+                let swapper = swapping.map(|(every, model, mut control)| {
+                    // Off the hot path: prepares each update, then drops what it replaced.
+                    s.spawn(move || {
+                        let mut version = 1u32;
+                        // Relaxed: a stop flag; the join below orders the rest.
+                        while !fed.load(Ordering::Relaxed) {
+                            std::thread::sleep(every);
+                            version += 1;
+                            if control.swap_scoring(model.clone(), version).is_err() {
+                                version -= 1;
+                            }
+                        }
+                        control.collect();
+                        control
+                    })
+                });
+                let stats = s
+                    .spawn(|| -> Result<FeedStats> {
+                        if let Some(core) = feeder_core {
+                            tickpipe_pipeline::stage::pin_current("feeder", core)?;
+                        }
+                        Ok(feed(&mut writer, &recs, schedule, &clock, &stop, || {}))
+                    })
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("the feeder thread panicked"));
+                fed.store(true, Ordering::Relaxed);
+                if let Some(h) = swapper {
+                    let control = h
+                        .join()
+                        .map_err(|_| anyhow::anyhow!("the swapping thread panicked"))?;
+                    *swaps = control.applied();
+                }
+                stats?
             })?
         };
         if feed_stats.interrupted {
@@ -527,6 +576,9 @@ pub fn profile(opts: &ProfileOptions, stop: &Arc<AtomicBool>) -> Result<EngineRe
         }
         let report = engine.join()?;
         let wall = started.elapsed();
+        if opts.swap_every.is_some() {
+            eprintln!("swaps: {swaps} scoring-model swaps applied during the replay");
+        }
         eprintln!(
             "feeder: {} events in {:.3} s ({:.2} M events/s){}",
             feed_stats.published,

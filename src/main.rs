@@ -155,6 +155,9 @@ enum Command {
         /// Run without any model (inference passes vectors through).
         #[arg(long)]
         no_models: bool,
+        /// Hot-swap the scoring model this often during the replay (e.g. 10ms).
+        #[arg(long, value_parser = parse_duration)]
+        swap_every: Option<Duration>,
     },
     /// Export the feature vectors the engine computes for captures (CSV or Arrow IPC).
     Features {
@@ -731,6 +734,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             compare,
             no_lstm,
             no_models,
+            swap_every,
         } => {
             if let Some(dirs) = compare {
                 tickpipe::profile_report::compare(
@@ -780,6 +784,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     rate,
                     out,
                     ring_capacity,
+                    swap_every,
                 },
                 &stop,
             )?;

@@ -373,3 +373,41 @@ fn run_stops_cleanly_on_sigint() {
         "{report}"
     );
 }
+
+#[test]
+fn profile_swaps_the_scoring_model_while_it_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run(&[
+        "profile",
+        "--generate",
+        "200000",
+        "--rate",
+        "1000000",
+        "--no-lstm",
+        "--swap-every",
+        "5ms",
+        "--out",
+        tmp.path().join("p").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    let swaps: u64 = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("swaps: "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no swap count in {stderr}"));
+    assert!(swaps >= 5, "{stderr}");
+    // Invoker mode has no thread to swap from; a profile without a scoring model has nothing
+    // to swap.
+    for (args, want) in [
+        (vec!["--mode", "invoker"], "threaded mode"),
+        (vec!["--no-models"], "scoring model"),
+    ] {
+        let mut all = vec!["profile", "--generate", "1000", "--swap-every", "1ms"];
+        all.extend(args);
+        let out = run(&all);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+        assert!(text(&out.stderr).contains(want), "{}", text(&out.stderr));
+    }
+}
