@@ -524,7 +524,7 @@ pub fn profile(opts: &ProfileOptions, stop: &Arc<AtomicBool>) -> Result<EngineRe
         let schedule = Schedule::new(&clock, opts.rate);
         let mut writer = writer;
         let fed = AtomicBool::new(false);
-        let mut swaps = 0u64;
+        let mut control_back = None;
         let feed_stats = if mode == ThreadingMode::Invoker {
             // The caller's thread drives the engine while it waits and every 64 publishes.
             feed(&mut writer, &recs, schedule, &clock, stop, || {
@@ -534,7 +534,7 @@ pub fn profile(opts: &ProfileOptions, stop: &Arc<AtomicBool>) -> Result<EngineRe
             let feeder_core = opts.config.feeder.core;
             let (clock, stop) = (clock.clone(), stop.clone());
             let fed = &fed;
-            let swaps = &mut swaps;
+            let control_back = &mut control_back;
             std::thread::scope(|s| {
                 let swapper = swapping.map(|(every, model, mut control)| {
                     // Off the hot path: prepares each update, then drops what it replaced.
@@ -548,7 +548,6 @@ pub fn profile(opts: &ProfileOptions, stop: &Arc<AtomicBool>) -> Result<EngineRe
                                 version -= 1;
                             }
                         }
-                        control.collect();
                         control
                     })
                 });
@@ -563,10 +562,10 @@ pub fn profile(opts: &ProfileOptions, stop: &Arc<AtomicBool>) -> Result<EngineRe
                     .map_err(|_| anyhow::anyhow!("the feeder thread panicked"));
                 fed.store(true, Ordering::Relaxed);
                 if let Some(h) = swapper {
-                    let control = h
-                        .join()
-                        .map_err(|_| anyhow::anyhow!("the swapping thread panicked"))?;
-                    *swaps = control.applied();
+                    *control_back = Some(
+                        h.join()
+                            .map_err(|_| anyhow::anyhow!("the swapping thread panicked"))?,
+                    );
                 }
                 stats?
             })?
@@ -576,8 +575,13 @@ pub fn profile(opts: &ProfileOptions, stop: &Arc<AtomicBool>) -> Result<EngineRe
         }
         let report = engine.join()?;
         let wall = started.elapsed();
-        if opts.swap_every.is_some() {
-            eprintln!("swaps: {swaps} scoring-model swaps applied during the replay");
+        if let Some(mut control) = control_back {
+            // After the join: every queued update has been applied or will never be.
+            control.collect();
+            eprintln!(
+                "swaps: {} scoring-model swaps applied during the replay",
+                control.applied()
+            );
         }
         eprintln!(
             "feeder: {} events in {:.3} s ({:.2} M events/s){}",
