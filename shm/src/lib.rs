@@ -15,6 +15,7 @@ pub mod hotpath;
 pub mod layout;
 #[cfg(not(loom))]
 pub mod mapped;
+pub mod page;
 pub mod ring;
 #[cfg(not(loom))]
 pub mod sigbus;
@@ -22,6 +23,7 @@ pub mod sync;
 #[cfg(not(loom))]
 pub mod uring;
 
+pub use page::{PageError, PageRead, PageReader, PageWriter};
 pub use ring::{
     FrameInfo, HeapRegion, ReadError, Region, RingGeometry, RingReader, RingWriter, StartAt,
     WriteError, heap_ring,

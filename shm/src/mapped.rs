@@ -1,4 +1,6 @@
 //! Rings in memory-mapped files: creating one for a writer, attaching readers, inspecting one.
+//! The file plumbing (atomic create, open and map, attach states, waiting) is shared with the
+//! health page ([`crate::page`]).
 #![allow(unsafe_code)] // Viewing a file mapping as atomic words, and asking the kernel whether a pid lives.
 
 use std::fs::{File, OpenOptions};
@@ -10,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::layout::HEADER_LEN;
+use crate::page::PageError;
 use crate::ring::{
     GeometryError, HeaderError, HeaderState, Region, RingGeometry, RingInfo, RingReader,
     RingWriter, StartAt, WriterIdentity, claim_slot, read_header, reader_slots, release_slot,
@@ -17,7 +20,7 @@ use crate::ring::{
 use crate::sigbus;
 use crate::sync::AtomicU64;
 
-/// Errors setting up or inspecting a mapped ring. Each names the file.
+/// Errors setting up or inspecting a mapped ring or page. Each names the file.
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum ShmError {
@@ -39,11 +42,19 @@ pub enum ShmError {
         /// What is wrong with its header.
         source: HeaderError,
     },
+    /// The file is not a health page this build can read, or a page cannot have that shape.
+    #[error("{path}: {source}")]
+    Page {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: PageError,
+    },
     /// The requested shape cannot make a ring.
     #[error(transparent)]
     Geometry(#[from] GeometryError),
-    /// The ring did not become ready in time.
-    #[error("{path}: ring not ready after {waited:?}: {state}")]
+    /// The ring or page did not become ready in time.
+    #[error("{path}: not ready after {waited:?}: {state}")]
     NotReady {
         /// The file.
         path: PathBuf,
@@ -76,7 +87,7 @@ pub struct MappedRegion {
 }
 
 impl MappedRegion {
-    fn new(file: &File, path: &Path, len: usize, writable: bool) -> Result<Self, ShmError> {
+    pub(crate) fn new(file: &File, path: &Path, len: usize, writable: bool) -> Result<Self, ShmError> {
         let mut options = MmapOptions::new();
         options.len(len);
         let map = if writable {
@@ -194,7 +205,38 @@ pub fn create(
     meta: &[u8],
 ) -> Result<RingWriter<MappedRegion>, ShmError> {
     let geometry = RingGeometry::new(options.capacity, options.max_payload, meta.len())?;
-    let gid = options.group.as_deref().map(lookup_group).transpose()?;
+    create_file(
+        path,
+        geometry.total_len(),
+        options.group.as_deref(),
+        |region, tmp| {
+            let now = unix_now_ns();
+            let identity = WriterIdentity {
+                content_tag: options.content_tag,
+                pid: u64::from(std::process::id()),
+                start_ns: now,
+            };
+            RingWriter::init(region, geometry, meta, identity, now).map_err(|source| {
+                ShmError::Header {
+                    path: tmp.to_path_buf(),
+                    source,
+                }
+            })
+        },
+    )
+}
+
+/// Creates a `len`-byte file at `path` atomically: the file is built in a temporary file beside
+/// `path`, mapped read-write and handed to `init` (with the temporary path, for errors), and
+/// renamed into place only once `init` succeeded. On any failure the temporary file is removed.
+/// `group` may read the file (mode 0640 and that group); otherwise the mode is 0600.
+pub(crate) fn create_file<T>(
+    path: &Path,
+    len: usize,
+    group: Option<&str>,
+    init: impl FnOnce(MappedRegion, &Path) -> Result<T, ShmError>,
+) -> Result<T, ShmError> {
+    let gid = group.map(lookup_group).transpose()?;
     let name = path.file_name().ok_or_else(|| ShmError::Io {
         op: "create",
         path: path.to_path_buf(),
@@ -222,23 +264,11 @@ pub fn create(
         // Explicit, so the umask cannot widen or narrow what was asked for.
         file.set_permissions(std::fs::Permissions::from_mode(mode))
             .map_err(io_err("chmod", &tmp))?;
-        file.set_len(geometry.total_len() as u64)
-            .map_err(io_err("resize", &tmp))?;
-        let region = MappedRegion::new(&file, &tmp, geometry.total_len(), true)?;
-        let now = unix_now_ns();
-        let identity = WriterIdentity {
-            content_tag: options.content_tag,
-            pid: u64::from(std::process::id()),
-            start_ns: now,
-        };
-        let writer = RingWriter::init(region, geometry, meta, identity, now).map_err(|source| {
-            ShmError::Header {
-                path: tmp.clone(),
-                source,
-            }
-        })?;
+        file.set_len(len as u64).map_err(io_err("resize", &tmp))?;
+        let region = MappedRegion::new(&file, &tmp, len, true)?;
+        let made = init(region, &tmp)?;
         std::fs::rename(&tmp, path).map_err(io_err("rename", path))?;
-        Ok(writer)
+        Ok(made)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -246,9 +276,10 @@ pub fn create(
     result
 }
 
-/// What a reader finds at a path.
+/// What a reader finds at a path: a ring reader by default, a page reader for
+/// [`crate::page::try_attach_page`].
 #[derive(Debug)]
-pub enum Attach {
+pub enum Attach<T = RingReader<MappedRegion>> {
     /// No file yet.
     NoFile,
     /// The file exists but is shorter than a header: not sized/mapped by its writer yet.
@@ -259,10 +290,10 @@ pub enum Attach {
     /// The header is being written.
     VersionNotWritten,
     /// Attached.
-    Ready(RingReader<MappedRegion>),
+    Ready(T),
 }
 
-impl Attach {
+impl<T> Attach<T> {
     fn describe(&self) -> &'static str {
         match self {
             Attach::NoFile => "no file yet",
@@ -273,18 +304,23 @@ impl Attach {
     }
 }
 
-/// What opening a ring file found.
-enum Opened {
+/// What opening a ring or page file found.
+pub(crate) enum Opened {
     /// No file at the path.
     Missing,
-    /// A file shorter than a header (its length).
+    /// A file shorter than the caller's minimum, a header (its length).
     Short(u64),
     /// The whole file, mapped.
     Mapped(MappedRegion),
 }
 
-/// Opens and maps a ring file, read-write when `prefer_write` and permitted, else read-only.
-fn open_region(path: &Path, prefer_write: bool) -> Result<Opened, ShmError> {
+/// Opens and maps a ring or page file, read-write when `prefer_write` and permitted, else
+/// read-only. A file shorter than `min_len` bytes is not mapped.
+pub(crate) fn open_region(
+    path: &Path,
+    prefer_write: bool,
+    min_len: usize,
+) -> Result<Opened, ShmError> {
     let open = |write: bool| OpenOptions::new().read(true).write(write).open(path);
     let (file, writable) = match open(prefer_write) {
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied && prefer_write => {
@@ -298,7 +334,7 @@ fn open_region(path: &Path, prefer_write: bool) -> Result<Opened, ShmError> {
         Err(e) => return Err(io_err("open", path)(e)),
     };
     let len = file.metadata().map_err(io_err("stat", path))?.len();
-    if len < HEADER_LEN as u64 {
+    if len < min_len as u64 {
         return Ok(Opened::Short(len));
     }
     let len = usize::try_from(len).map_err(|_| {
@@ -330,7 +366,7 @@ pub struct AttachOptions {
 /// A file that exists but is not a valid ring (wrong magic, wrong version, too small, bad
 /// fields), or a failing file operation. A ring that is not ready yet is an [`Attach`] state.
 pub fn try_attach(path: &Path, options: AttachOptions) -> Result<Attach, ShmError> {
-    let region = match open_region(path, !options.read_only)? {
+    let region = match open_region(path, !options.read_only, HEADER_LEN)? {
         Opened::Missing => return Ok(Attach::NoFile),
         Opened::Short(len) => return Ok(Attach::NotMapped { len }),
         Opened::Mapped(region) => region,
@@ -371,11 +407,20 @@ pub fn attach_wait(
     options: AttachOptions,
     timeout: Duration,
 ) -> Result<RingReader<MappedRegion>, ShmError> {
+    wait_ready(path, timeout, || try_attach(path, options))
+}
+
+/// Calls `attempt` every millisecond until it finds [`Attach::Ready`] or `timeout` passes.
+pub(crate) fn wait_ready<T>(
+    path: &Path,
+    timeout: Duration,
+    mut attempt: impl FnMut() -> Result<Attach<T>, ShmError>,
+) -> Result<T, ShmError> {
     let started = Instant::now();
     loop {
-        let state = try_attach(path, options)?;
-        if let Attach::Ready(reader) = state {
-            return Ok(reader);
+        let state = attempt()?;
+        if let Attach::Ready(ready) = state {
+            return Ok(ready);
         }
         if started.elapsed() >= timeout {
             return Err(ShmError::NotReady {
@@ -398,7 +443,7 @@ pub fn inspect(path: &Path) -> Result<(MappedRegion, RingInfo), ShmError> {
         waited: Duration::ZERO,
         state,
     };
-    let region = match open_region(path, false)? {
+    let region = match open_region(path, false, HEADER_LEN)? {
         Opened::Missing => return Err(not_ready("no file")),
         Opened::Short(_) => return Err(not_ready("file exists but is not sized yet")),
         Opened::Mapped(region) => region,
