@@ -702,7 +702,7 @@ pub fn tail(opts: &TailOptions, stop: &Arc<AtomicBool>) -> Result<(u64, u64)> {
                 })?;
                 let r = writeln!(
                     out,
-                    "seq={} input_seq={} instrument={} ts_event={} price={} regime={} confidence={} stable={} scores={:?} forecast={} forecast_age_ns={} alert={} flags={:#04x} model_flags={:#04x}",
+                    "seq={} input_seq={} instrument={} ts_event={} price={} regime={} confidence={} stable={} scores={:?} forecast={} forecast_age_ns={} alert={} kill={} flags={:#04x} model_flags={:#04x}",
                     frame.seq,
                     s.input_seq,
                     s.instrument_id,
@@ -715,6 +715,7 @@ pub fn tail(opts: &TailOptions, stop: &Arc<AtomicBool>) -> Result<(u64, u64)> {
                     s.forecast,
                     s.forecast_age_ns,
                     s.alert,
+                    s.kill,
                     s.flags,
                     s.model_flags
                 );

@@ -42,6 +42,20 @@
 //! covariance_regularization = 1e-4
 //! max_regime_distance = 6.0  # RMS z-distance beyond which a vector cannot change the regime
 //!
+//! [health]                   # the monitor (see `health`); all optional
+//! window = "10s"             # sliding window of the rates
+//! tick = "100ms"             # rollup period
+//! heartbeat_stale = "250ms"  # market-data writer heartbeat older than this: writer dead
+//! nan_critical_rate = 0.5    # NaN share of a feature's window that is a storm
+//! page = "/dev/shm/tickpipe-health"  # shared-memory health page (none: not published)
+//! e2e_budget = "100us"       # p99 end-to-end budget (none: unchecked)
+//! [health.freshness]
+//! fresh = "250ms"
+//! recent = "1s"
+//! old = "5s"                 # beyond: STALE, kill switch
+//! [health.budgets]           # p99 service-time budget per stage
+//! features = "20us"
+//!
 //! [reporter]
 //! idle = "sleeping:1ms"
 //!
@@ -59,6 +73,7 @@ use crate::PipelineError;
 use crate::book::BookConfig;
 use crate::feature_engine::FeatureEngineConfig;
 use crate::features::{FeatureConfig, TimeSource};
+use crate::health::HealthConfig;
 use crate::idle::IdleStrategy;
 use crate::inference::InferenceSettings;
 use crate::link::Policy;
@@ -254,6 +269,8 @@ pub struct EngineConfig {
     pub features: FeatureSettings,
     /// Models.
     pub models: ModelSettings,
+    /// Health monitoring.
+    pub health: HealthConfig,
 }
 
 impl EngineConfig {
@@ -304,6 +321,7 @@ impl Default for EngineConfig {
             signal_capacity: 16 << 20,
             features: FeatureSettings::default(),
             models: ModelSettings::default(),
+            health: HealthConfig::default(),
         }
     }
 }
@@ -325,6 +343,91 @@ struct RawConfig {
     feeder: Option<RawPlacement>,
     features: Option<RawFeatures>,
     models: Option<RawModels>,
+    health: Option<RawHealth>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    enabled: Option<bool>,
+    window: Option<String>,
+    tick: Option<String>,
+    heartbeat_stale: Option<String>,
+    min_samples: Option<u64>,
+    nan_critical_rate: Option<f64>,
+    zero_exempt: Option<Vec<String>>,
+    nan_exempt: Option<Vec<String>>,
+    page: Option<PathBuf>,
+    e2e_budget: Option<String>,
+    freshness: Option<RawFreshness>,
+    #[serde(default)]
+    budgets: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFreshness {
+    fresh: Option<String>,
+    recent: Option<String>,
+    old: Option<String>,
+}
+
+fn health_settings(raw: Option<&RawHealth>) -> Result<HealthConfig, PipelineError> {
+    let d = HealthConfig::default();
+    let Some(raw) = raw else { return Ok(d) };
+    let dur = |field: &str, v: &Option<String>, default: Duration| match v {
+        Some(s) => parse_duration(s).map_err(|e| err(format!("health.{field}"), e)),
+        None => Ok(default),
+    };
+    let f = raw.freshness.as_ref();
+    let none = None;
+    let freshness = crate::health::FreshnessThresholds {
+        fresh: dur(
+            "freshness.fresh",
+            f.map_or(&none, |f| &f.fresh),
+            d.freshness.fresh,
+        )?,
+        recent: dur(
+            "freshness.recent",
+            f.map_or(&none, |f| &f.recent),
+            d.freshness.recent,
+        )?,
+        old: dur(
+            "freshness.old",
+            f.map_or(&none, |f| &f.old),
+            d.freshness.old,
+        )?,
+    };
+    let mut stage_budgets = d.stage_budgets;
+    for (name, v) in &raw.budgets {
+        let i = STAGES.iter().position(|s| s == name).ok_or_else(|| {
+            err(
+                format!("health.budgets.{name}"),
+                format!("unknown stage (the stages are {})", STAGES.join(", ")),
+            )
+        })?;
+        stage_budgets[i] =
+            Some(parse_duration(v).map_err(|e| err(format!("health.budgets.{name}"), e))?);
+    }
+    let cfg = HealthConfig {
+        enabled: raw.enabled.unwrap_or(d.enabled),
+        window: dur("window", &raw.window, d.window)?,
+        tick: dur("tick", &raw.tick, d.tick)?,
+        freshness,
+        heartbeat_stale: dur("heartbeat_stale", &raw.heartbeat_stale, d.heartbeat_stale)?,
+        min_samples: raw.min_samples.unwrap_or(d.min_samples),
+        nan_critical_rate: raw.nan_critical_rate.unwrap_or(d.nan_critical_rate),
+        zero_exempt: raw.zero_exempt.clone().unwrap_or(d.zero_exempt),
+        nan_exempt: raw.nan_exempt.clone().unwrap_or(d.nan_exempt),
+        stage_budgets,
+        e2e_budget: match &raw.e2e_budget {
+            Some(s) => Some(parse_duration(s).map_err(|e| err("health.e2e_budget", e))?),
+            None => None,
+        },
+        page: raw.page.clone(),
+    };
+    cfg.validate()?;
+    Ok(cfg)
 }
 
 #[derive(Deserialize)]
@@ -654,6 +757,7 @@ impl EngineConfig {
             signal_capacity,
             features: feature_settings(raw.features.as_ref())?,
             models: model_settings(raw.models.as_ref())?,
+            health: health_settings(raw.health.as_ref())?,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -664,6 +768,7 @@ impl EngineConfig {
     /// # Errors
     /// The first problem found, naming the field.
     pub fn validate(&self) -> Result<(), PipelineError> {
+        self.health.validate()?;
         if self.batch == 0 {
             return Err(err("batch", "must be at least 1"));
         }

@@ -18,7 +18,12 @@ use crate::PipelineError;
 use crate::config::{EngineConfig, STAGES, ThreadingMode};
 use crate::feature_engine::{FeatureEngine, FeatureEngineCounts};
 use crate::forecast::ForecastCounts;
+use crate::health::monitor::{HealthControl, HealthSource, MonitorThread, PageSink, stderr_log};
+use crate::health::{
+    HealthCounters, HealthInputs, HealthMonitor, HealthSnapshot, N_STAGES, WriterHealth,
+};
 use crate::inference::{InferenceCounts, InferenceEngine};
+use crate::latency::IntervalP99;
 use crate::latency::{LatencySink, Reporter, StageLatency};
 use crate::link::{LinkCounts, LinkStats, Message, Policy, link};
 use crate::msg::{BarMsg, Event, Forecast, Tick};
@@ -53,6 +58,7 @@ pub struct Engine {
     sink: LatencySink,
     clock: quanta::Clock,
     started: Instant,
+    health: Option<MonitorThread>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -90,6 +96,8 @@ pub struct EngineReport {
     pub elapsed: Duration,
     /// The clock the stages stamped with.
     pub clock: quanta::Clock,
+    /// The health monitor's last rollup (with the monitor enabled).
+    pub health: Option<HealthSnapshot>,
 }
 
 impl EngineReport {
@@ -131,6 +139,9 @@ impl Engine {
             .saturating_mul(cfg.report_interval.as_micros() as u64)
             / 1000;
         let (mut reporter, sink) = Reporter::new();
+        let interval_p99 = reporter.interval_p99();
+        let health_counters = Arc::new(HealthCounters::default());
+        let writer_pid = reader.info().writer.pid;
         let mut links = Vec::new();
         fn main_link<M: Message>(
             name: &str,
@@ -259,6 +270,7 @@ impl Engine {
                 clock.clone(),
                 reporter.recorder("health", interval)?,
                 published.clone(),
+                health_counters.clone(),
             )),
         ));
 
@@ -279,8 +291,9 @@ impl Engine {
             published,
             slow_processed,
             sink,
-            clock,
+            clock: clock.clone(),
             started: Instant::now(),
+            health: None,
         };
         match cfg.mode {
             ThreadingMode::Invoker => {
@@ -349,8 +362,48 @@ impl Engine {
                 }
             }
         }
+        if cfg.health.enabled {
+            let probe = EngineProbe {
+                counters: health_counters.clone(),
+                ingest: engine.ingest.clone(),
+                links: engine.links.clone(),
+                interval: interval_p99,
+                published: engine.published.clone(),
+                clock,
+                writer_pid,
+                last_sets: [0; N_STAGES],
+            };
+            let page = match &cfg.health.page {
+                Some(path) => match crate::health::shm_page::create(path) {
+                    Ok(p) => Some(Box::new(p) as Box<dyn PageSink>),
+                    Err(e) => {
+                        engine.abort_and_join();
+                        return Err(e);
+                    }
+                },
+                None => None,
+            };
+            match MonitorThread::spawn(
+                HealthMonitor::new(cfg.health.clone()),
+                Box::new(probe),
+                health_counters,
+                page,
+                stderr_log(),
+            ) {
+                Ok(m) => engine.health = Some(m),
+                Err(e) => {
+                    engine.abort_and_join();
+                    return Err(e);
+                }
+            }
+        }
         engine.started = Instant::now();
         Ok(engine)
+    }
+
+    /// A handle on the health monitor (kill switch, latest rollup), when it runs.
+    pub fn health(&self) -> Option<HealthControl> {
+        self.health.as_ref().map(MonitorThread::control)
     }
 
     fn abort_and_join(&mut self) {
@@ -446,6 +499,8 @@ impl Engine {
                 Err(e) => failure = Some(e),
             }
         }
+        // The monitor's last tick sees the final totals.
+        let health = self.health.take().map(MonitorThread::stop);
         if let Some(e) = failure {
             return Err(e);
         }
@@ -472,6 +527,7 @@ impl Engine {
             threads,
             elapsed: self.started.elapsed(),
             clock: self.clock.clone(),
+            health,
         })
     }
 }
@@ -482,5 +538,65 @@ impl Drop for Engine {
             self.stop();
             self.abort_and_join();
         }
+    }
+}
+
+/// What the health monitor samples from a running engine.
+struct EngineProbe {
+    counters: Arc<HealthCounters>,
+    ingest: Arc<IngestStats>,
+    links: Vec<Arc<LinkStats>>,
+    interval: Arc<IntervalP99>,
+    published: Arc<AtomicU64>,
+    clock: quanta::Clock,
+    writer_pid: u64,
+    last_sets: [u64; N_STAGES],
+}
+
+impl HealthSource for EngineProbe {
+    fn sample(&mut self, inp: &mut HealthInputs) {
+        inp.features = self.counters.feature_totals();
+        // Relaxed: monitoring values.
+        let newest = self.counters.newest_publish_ticks.load(Ordering::Relaxed);
+        inp.data_age = (newest != 0)
+            .then(|| Duration::from_nanos(self.clock.delta_as_nanos(newest, self.clock.raw())));
+        let w = self.ingest.writer();
+        inp.writer = (w.heartbeat_ns != 0 || w.finished).then(|| WriterHealth {
+            heartbeat_age: Duration::from_nanos(inp.unix_ns.saturating_sub(w.heartbeat_ns)),
+            alive: self.writer_pid == 0 || tickpipe_shm::mapped::pid_alive(self.writer_pid),
+            finished: w.finished,
+        });
+        for i in 0..N_STAGES {
+            let sets = self.interval.sets[i].load(Ordering::Relaxed);
+            inp.stage_p99_ns[i] = (sets != self.last_sets[i]).then(|| {
+                self.clock
+                    .delta_as_nanos(0, self.interval.service[i].load(Ordering::Relaxed))
+            });
+            if i == 3 {
+                inp.e2e_p99_ns = (sets != self.last_sets[i]).then(|| {
+                    self.clock
+                        .delta_as_nanos(0, self.interval.e2e.load(Ordering::Relaxed))
+                });
+            }
+            self.last_sets[i] = sets;
+        }
+        let ing = self.ingest.counts();
+        inp.missed = ing.missed + ing.undecodable;
+        let (mut dropped, mut slow, mut stalls, mut occ) = (0, 0, 0, 0f64);
+        for l in &self.links {
+            let c = l.counts();
+            if c.policy == Policy::Backpressure {
+                dropped += c.dropped + c.conflated;
+                stalls += c.stalls;
+                occ = occ.max(c.pushed.saturating_sub(c.popped) as f64 / c.capacity.max(1) as f64);
+            } else {
+                slow += c.dropped + c.conflated;
+            }
+        }
+        inp.dropped = dropped;
+        inp.slow_lane_thinned = slow;
+        inp.stalls = stalls;
+        inp.max_occupancy = occ;
+        inp.signals = self.published.load(Ordering::Relaxed);
     }
 }

@@ -8,6 +8,7 @@
 //! never allocates, locks or waits: when no spare is back yet, the stage keeps recording into
 //! the set it has. Ticks become nanoseconds only when reported.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use hdrhistogram::Histogram;
@@ -185,8 +186,30 @@ pub struct StageLatency {
     pub hists: Hists,
 }
 
+/// The p99 of each stage's latest shipped set (one report interval), for the health monitor.
+#[derive(Debug)]
+pub struct IntervalP99 {
+    /// p99 service time per stage, raw ticks ([`crate::config::STAGES`] order).
+    pub service: [AtomicU64; crate::config::STAGES.len()],
+    /// p99 end to end (the last stage's sets), raw ticks.
+    pub e2e: AtomicU64,
+    /// Sets merged per stage (a change means a new interval).
+    pub sets: [AtomicU64; crate::config::STAGES.len()],
+}
+
+impl Default for IntervalP99 {
+    fn default() -> Self {
+        Self {
+            service: std::array::from_fn(|_| AtomicU64::new(0)),
+            e2e: AtomicU64::new(0),
+            sets: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
 /// The collecting side: a stage of its own (on a thread of its own, or invoked).
 pub struct Reporter {
+    interval: Arc<IntervalP99>,
     channels: Vec<Channel>,
     result: Arc<Mutex<Option<Vec<StageLatency>>>>,
     error: Option<PipelineError>,
@@ -207,12 +230,18 @@ impl Reporter {
         let result: LatencySink = Arc::default();
         (
             Self {
+                interval: Arc::default(),
                 channels: Vec::new(),
                 result: result.clone(),
                 error: None,
             },
             result,
         )
+    }
+
+    /// Where the reporter leaves each stage's latest interval p99.
+    pub fn interval_p99(&self) -> Arc<IntervalP99> {
+        self.interval.clone()
     }
 
     /// A recorder for stage `name`, shipping every `interval_ticks`.
@@ -256,6 +285,18 @@ impl Stage for Reporter {
         for ch in &mut self.channels {
             while let Ok(mut set) = ch.full.pop() {
                 work += 1;
+                if let Some(i) = crate::config::STAGES.iter().position(|n| *n == ch.name)
+                    && set.events > 0
+                {
+                    // Relaxed: monitoring values; `sets` tells the monitor a new one is there.
+                    let iv = &self.interval;
+                    iv.service[i].store(set.service.value_at_quantile(0.99), Ordering::Relaxed);
+                    if !set.e2e.is_empty() {
+                        iv.e2e
+                            .store(set.e2e.value_at_quantile(0.99), Ordering::Relaxed);
+                    }
+                    iv.sets[i].fetch_add(1, Ordering::Relaxed);
+                }
                 if let Err(e) = ch.total.merge(&set) {
                     self.error.get_or_insert(e);
                 }

@@ -13,6 +13,7 @@ pub mod engine;
 pub mod feature_engine;
 pub mod features;
 pub mod forecast;
+pub mod health;
 pub mod idle;
 pub mod inference;
 pub mod latency;

@@ -24,10 +24,12 @@
 //!   80     1  regime           raw online regime (0xFF: none)
 //!   81     1  stable_regime    regime after the stability filter (0xFF: none accepted yet)
 //!   82     1  n_scores         how many scores are filled
-//!   83     1  alert            alert level (0 = none)
+//!   83     1  alert            health alert level when published: 0 none, 1 info, 2 warning,
+//!                                3 critical
 //!   84     1  flags            DBN flags of the input record
 //!   85     1  model_flags      MF_* bits below
-//!   86    10  reserved         zero
+//!   86     1  kill             1 while the kill switch is engaged: do not trade on this signal
+//!   87     9  reserved         zero
 //! ```
 //!
 //! The ring's metadata is [`SIGNAL_META`]: a magic, a format version and the record length, so
@@ -40,7 +42,7 @@ pub const SIGNAL_RTYPE: u8 = 0xE0;
 /// Bytes per signal.
 pub const SIGNAL_LEN: usize = 96;
 /// Format version.
-pub const SIGNAL_VERSION: u8 = 2;
+pub const SIGNAL_VERSION: u8 = 3;
 /// The signal ring's metadata: magic `TPSG`, version, record length.
 pub const SIGNAL_META: [u8; 6] = [b'T', b'P', b'S', b'G', SIGNAL_VERSION, SIGNAL_LEN as u8];
 
@@ -96,12 +98,14 @@ pub struct Signal {
     pub stable_regime: u8,
     /// Filled scores.
     pub n_scores: u8,
-    /// Alert level.
+    /// Health alert level when published (0 none, 1 info, 2 warning, 3 critical).
     pub alert: u8,
     /// DBN flags of the input.
     pub flags: u8,
     /// `MF_*` bits.
     pub model_flags: u8,
+    /// 1 while the kill switch is engaged.
+    pub kill: u8,
 }
 
 impl Default for Signal {
@@ -125,6 +129,7 @@ impl Default for Signal {
             alert: 0,
             flags: 0,
             model_flags: 0,
+            kill: 0,
         }
     }
 }
@@ -177,6 +182,7 @@ impl Signal {
         b[83] = self.alert;
         b[84] = self.flags;
         b[85] = self.model_flags;
+        b[86] = self.kill;
         b
     }
 
@@ -214,6 +220,7 @@ impl Signal {
             alert: b[83],
             flags: b[84],
             model_flags: b[85],
+            kill: b[86],
         })
     }
 }
@@ -266,11 +273,12 @@ mod tests {
             alert: 1,
             flags: 0x80,
             model_flags: MF_RATE_LIMITED | MF_CROSSED,
+            kill: 1,
         };
         let b = s.encode();
         assert_eq!(Signal::decode(&b), Ok(s));
         assert_eq!(b[0] as usize * 4, SIGNAL_LEN);
-        assert!(b[86..].iter().all(|&x| x == 0));
+        assert!(b[87..].iter().all(|&x| x == 0));
         assert_eq!(Signal::decode(&b[..95]), Err(SignalError::Length(95)));
         let mut bad = b;
         bad[1] = 0xA0;
@@ -286,5 +294,6 @@ mod tests {
         assert_eq!(u64_at(&b, 64), 123_456);
         assert_eq!(&b[72..80], &[7, 0, 0, 0, 4, 3, 2, 1]);
         assert_eq!((b[80], b[81], b[82], b[85]), (2, 1, 4, 0x42));
+        assert_eq!((b[83], b[86]), (1, 1));
     }
 }

@@ -16,6 +16,7 @@ use crate::PipelineError;
 use crate::feature_engine::{FeatureEngine, FeatureEngineCounts};
 use crate::features::Bar;
 use crate::forecast::{ForecastCounts, ForecastEngine};
+use crate::health::{FeatureTally, HealthCounters};
 use crate::inference::{InferenceCounts, InferenceEngine};
 use crate::latency::LatencyRecorder;
 use crate::link::{Message, Receiver, Sender};
@@ -31,7 +32,18 @@ pub struct IngestStats {
     laps: AtomicU64,
     missed: AtomicU64,
     undecodable: AtomicU64,
+    writer_heartbeat_ns: AtomicU64,
+    writer_state: AtomicU64,
     fatal: Mutex<Option<String>>,
+}
+
+/// The market-data writer as ingest last saw it in the ring header (for the health monitor).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WriterSeen {
+    /// Its last heartbeat (ns since the UNIX epoch; 0: it has not sent one).
+    pub heartbeat_ns: u64,
+    /// It has closed the ring.
+    pub finished: bool,
 }
 
 /// A copy of the ingest counters.
@@ -61,6 +73,15 @@ impl IngestStats {
             fatal: self.fatal.lock().map(|f| f.clone()).unwrap_or_default(),
         }
     }
+
+    /// The writer as ingest last saw it (refreshed every few thousand polls).
+    pub fn writer(&self) -> WriterSeen {
+        // Relaxed: monitoring values copied from the ring header by the ingest thread.
+        WriterSeen {
+            heartbeat_ns: self.writer_heartbeat_ns.load(Ordering::Relaxed),
+            finished: self.writer_state.load(Ordering::Relaxed) == 1,
+        }
+    }
 }
 
 /// Reads the market-data ring (busy-poll) and turns frames into [`Event`]s.
@@ -81,8 +102,12 @@ pub struct IngestStage<R: Region> {
     missed: u64,
     undecodable: u64,
     pending_missed: u64,
+    polls: u64,
     done: bool,
 }
+
+/// Ingest copies the writer's heartbeat into its stats once per this many polls.
+const WRITER_POLL_EVERY: u64 = 1024;
 
 impl<R: Region> std::fmt::Debug for IngestStage<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -120,12 +145,15 @@ impl<R: Region + Send> IngestStage<R> {
             missed: 0,
             undecodable: 0,
             pending_missed: 0,
+            polls: 0,
             done: false,
         }
     }
 
     fn finish(&mut self) {
         self.done = true;
+        self.polls = WRITER_POLL_EVERY - 1;
+        self.note_writer();
         self.out.close();
         self.rec.finish();
     }
@@ -142,6 +170,25 @@ impl<R: Region + Send> IngestStage<R> {
         self.buf.copy_within(now..self.carry, 0);
         self.carry -= now;
         now
+    }
+
+    /// Copies the writer's heartbeat and state from the ring header into the stats, one poll in
+    /// [`WRITER_POLL_EVERY`] (a few loads of a header line the writer also writes).
+    #[inline]
+    fn note_writer(&mut self) {
+        self.polls = self.polls.wrapping_add(1);
+        if !self.polls.is_multiple_of(WRITER_POLL_EVERY) {
+            return;
+        }
+        let w = self.reader.writer_status();
+        let finished = matches!(w.state, tickpipe_shm::ring::WriterState::Finished);
+        // Relaxed: see `IngestStats::writer`.
+        self.stats
+            .writer_heartbeat_ns
+            .store(w.heartbeat_ns, Ordering::Relaxed);
+        self.stats
+            .writer_state
+            .store(u64::from(finished), Ordering::Relaxed);
     }
 
     fn publish_counts(&self) {
@@ -229,9 +276,11 @@ impl<R: Region + Send> Stage for IngestStage<R> {
                 }
                 self.rec.maybe_ship(t1);
                 self.publish_counts();
+                self.note_writer();
                 frames
             }
             Err(ReadError::Empty) => {
+                self.note_writer();
                 if self.reader.is_finished() {
                     // The writer finished and everything it wrote has been read.
                     self.finish();
@@ -623,6 +672,10 @@ impl Stage for InferenceStage {
 pub struct PublishStage<W: Region> {
     input: Receiver<Tick>,
     writer: RingWriter<W>,
+    tally: FeatureTally,
+    health: Arc<HealthCounters>,
+    tally_ticks: u64,
+    last_tally_ticks: u64,
     buf: Vec<Tick>,
     clock: quanta::Clock,
     rec: LatencyRecorder,
@@ -649,12 +702,17 @@ impl<W: Region + Send> PublishStage<W> {
         clock: quanta::Clock,
         rec: LatencyRecorder,
         published: Arc<AtomicU64>,
+        health: Arc<HealthCounters>,
     ) -> Self {
         let heartbeat_ticks = clock_ticks_per_ms(&clock) * 50;
         let base = (clock.raw(), tickpipe_shm::mapped::unix_now_ns());
         Self {
             input,
             writer,
+            tally: FeatureTally::default(),
+            health,
+            tally_ticks: clock_ticks_per_ms(&clock),
+            last_tally_ticks: 0,
             buf: vec![Tick::default(); batch.max(1)],
             clock,
             rec,
@@ -667,9 +725,10 @@ impl<W: Region + Send> PublishStage<W> {
         }
     }
 
-    /// The signal for one book state: its identity, the mid price and the models' outputs.
+    /// The signal for one book state: its identity, the mid price, the models' outputs and the
+    /// health state (`alert`, `kill`) current for this batch.
     #[inline]
-    fn signal(t: &Tick) -> Signal {
+    fn signal(t: &Tick, alert: u8, kill: u8) -> Signal {
         let mid = t.values[crate::features::MID];
         Signal {
             publisher_id: t.publisher_id,
@@ -691,9 +750,10 @@ impl<W: Region + Send> PublishStage<W> {
             n_scores: t.n_scores,
             scoring_version: t.scoring_version,
             regime_version: t.regime_version,
-            alert: 0,
+            alert,
             flags: t.flags,
             model_flags: t.model_flags,
+            kill,
         }
     }
 }
@@ -725,17 +785,29 @@ impl<W: Region + Send> Stage for PublishStage<W> {
         if n == 0 {
             if self.input.is_finished() {
                 self.done = true;
+                self.tally.publish(&self.health);
                 self.writer.finish();
                 self.rec.finish();
             }
             return 0;
         }
         let t0 = self.clock.raw();
+        // Relaxed: health state sampled once per batch (see `health::monitor`).
+        let kill = self.health.kill.load(Ordering::Relaxed);
+        let alert = self.health.alert.load(Ordering::Relaxed);
         for ev in &self.buf[..n] {
+            self.tally.count(&ev.values, ev.publish_ticks);
             // Signals are fixed-size and far below the ring's max payload: publish cannot fail.
-            let _ = self.writer.publish(&Self::signal(ev).encode(), t0);
+            let _ = self
+                .writer
+                .publish(&Self::signal(ev, alert, kill).encode(), t0);
         }
         let t1 = self.clock.raw();
+        if t1.wrapping_sub(self.last_tally_ticks) >= self.tally_ticks {
+            // The monitor samples at 10 Hz: totals at most a millisecond old are plenty.
+            self.last_tally_ticks = t1;
+            self.tally.publish(&self.health);
+        }
         self.count += n as u64;
         // Relaxed: a counter.
         self.published.store(self.count, Ordering::Relaxed);
