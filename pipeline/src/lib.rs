@@ -19,6 +19,7 @@ pub mod inference;
 pub mod latency;
 pub mod link;
 pub mod msg;
+pub mod orchestrator;
 pub mod sample;
 pub mod signal;
 pub mod stage;
