@@ -668,14 +668,16 @@ impl HealthMonitor {
             let zeros = f.zeros[i].saturating_sub(b.zeros[i]);
             let nonfinite = f.nonfinite[i].saturating_sub(b.nonfinite[i]);
             let long_runs = f.long_runs[i].saturating_sub(b.long_runs[i]);
-            if nonfinite < samples {
+            if f.finite_seen & (1 << i) != 0 {
                 self.seen_finite[i] = true;
             }
+            // The totals are read one by one while the stage runs: a difference may be off by
+            // the vectors of a batch, so rates are clamped.
             let rate = |n: u64| {
                 if samples == 0 {
                     0.0
                 } else {
-                    n as f64 / samples as f64
+                    (n as f64 / samples as f64).min(1.0)
                 }
             };
             let (zero_rate, nan_rate) = (rate(zeros), rate(nonfinite));

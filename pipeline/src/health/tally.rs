@@ -22,6 +22,7 @@ pub struct FeatureTally {
     nonfinite: [u64; N_FEATURES],
     long_runs: [u64; N_FEATURES],
     runs: [u32; N_FEATURES],
+    finite_seen: u32,
     newest_publish_ticks: u64,
 }
 
@@ -33,6 +34,7 @@ impl Default for FeatureTally {
             nonfinite: [0; N_FEATURES],
             long_runs: [0; N_FEATURES],
             runs: [0; N_FEATURES],
+            finite_seen: 0,
             newest_publish_ticks: 0,
         }
     }
@@ -47,8 +49,10 @@ impl FeatureTally {
         self.newest_publish_ticks = self.newest_publish_ticks.max(publish_ticks);
         for (i, &v) in values.iter().enumerate() {
             let zero = u32::from(v == 0.0);
+            let finite = v.is_finite();
             self.zeros[i] += u64::from(zero);
-            self.nonfinite[i] += u64::from(!v.is_finite());
+            self.nonfinite[i] += u64::from(!finite);
+            self.finite_seen |= u32::from(finite) << i;
             let run = (self.runs[i] + 1) * zero;
             self.runs[i] = run;
             self.long_runs[i] += u64::from(run > LONG_RUN);
@@ -68,6 +72,7 @@ impl FeatureTally {
         }
         to.newest_publish_ticks
             .store(self.newest_publish_ticks, Ordering::Relaxed);
+        to.finite_seen.store(self.finite_seen, Ordering::Relaxed);
         to.vectors.store(self.vectors, Ordering::Relaxed);
     }
 
@@ -93,6 +98,8 @@ pub struct HealthCounters {
     pub runs: [AtomicU32; N_FEATURES],
     /// Writer publish time (raw clock ticks) of the newest event seen.
     pub newest_publish_ticks: AtomicU64,
+    /// Bit `i` set once feature `i` has had a finite value.
+    pub finite_seen: AtomicU32,
     /// Kill switch as stamped on signals: 0 released, 1 engaged.
     pub kill: AtomicU8,
     /// Alert level as stamped on signals ([`crate::health::AlertLevel`] as a byte).
@@ -108,6 +115,7 @@ impl Default for HealthCounters {
             long_runs: std::array::from_fn(|_| AtomicU64::new(0)),
             runs: std::array::from_fn(|_| AtomicU32::new(0)),
             newest_publish_ticks: AtomicU64::new(0),
+            finite_seen: AtomicU32::new(0),
             kill: AtomicU8::new(0),
             alert: AtomicU8::new(0),
         }
@@ -127,6 +135,8 @@ pub struct FeatureTotals {
     pub long_runs: [u64; N_FEATURES],
     /// Current run of zeros per feature.
     pub runs: [u32; N_FEATURES],
+    /// Bit `i` set once feature `i` has had a finite value.
+    pub finite_seen: u32,
 }
 
 impl Default for FeatureTotals {
@@ -137,6 +147,7 @@ impl Default for FeatureTotals {
             nonfinite: [0; N_FEATURES],
             long_runs: [0; N_FEATURES],
             runs: [0; N_FEATURES],
+            finite_seen: 0,
         }
     }
 }
@@ -153,6 +164,7 @@ impl HealthCounters {
             nonfinite: std::array::from_fn(|i| self.nonfinite[i].load(Ordering::Relaxed)),
             long_runs: std::array::from_fn(|i| self.long_runs[i].load(Ordering::Relaxed)),
             runs: std::array::from_fn(|i| self.runs[i].load(Ordering::Relaxed)),
+            finite_seen: self.finite_seen.load(Ordering::Relaxed),
         }
     }
 
@@ -194,6 +206,7 @@ mod tests {
         assert_eq!(s.long_runs[3], 4);
         assert_eq!(s.runs[3], 12);
         assert_eq!(s.zeros[4], 0);
+        assert_eq!(s.finite_seen, ((1u32 << N_FEATURES) - 1) & !0b110);
         assert_eq!(c.newest_publish_ticks.load(Ordering::Relaxed), 24);
     }
 }
