@@ -3,7 +3,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,8 @@ enum Call {
 struct Recorder {
     calls: Arc<Mutex<Vec<Call>>>,
     unhealthy: Arc<AtomicBool>,
+    /// Bytes of padding added to the metrics text.
+    metrics_pad: Arc<AtomicUsize>,
 }
 
 impl Recorder {
@@ -44,7 +46,13 @@ impl ControlApi for FakeApi {
     }
 
     fn metrics(&self) -> String {
-        "# TYPE tickpipe_signals_total counter\ntickpipe_signals_total 42\n".to_string()
+        let pad = self.0.metrics_pad.load(Ordering::SeqCst);
+        let mut text =
+            "# TYPE tickpipe_signals_total counter\ntickpipe_signals_total 42\n".to_string();
+        if pad > 0 {
+            text.push_str(&format!("# {}\n", "p".repeat(pad)));
+        }
+        text
     }
 
     fn promote(&mut self, model: &str, body: &[u8]) -> Result<String, ControlError> {
@@ -56,6 +64,7 @@ impl ControlApi for FakeApi {
             "missing" => Err(ControlError::NotFound("no model named missing".into())),
             "busy" => Err(ControlError::Conflict("a swap is in flight".into())),
             "invalid" => Err(ControlError::Unprocessable("fails validation".into())),
+            "panic" => panic!("the fake API panics on request"),
             _ => Ok(format!(r#"{{"promoted":"{model}"}}"#)),
         }
     }
@@ -141,19 +150,17 @@ fn connect(addr: SocketAddr) -> TcpStream {
     s
 }
 
-/// Reads one response (head, then `Content-Length` bytes of body).
+/// Reads one response (head, then `Content-Length` bytes of body) and nothing beyond it, so
+/// pipelined answers can be read one after the other.
 fn read_response(s: &mut TcpStream) -> Response {
     let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = s.read(&mut chunk).expect("read response head");
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        let n = s.read(&mut byte).expect("read response head");
         assert!(n > 0, "connection closed before a response: {buf:?}");
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8(buf[..head_end].to_vec()).expect("UTF-8 head");
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8(buf).expect("UTF-8 head");
     let mut lines = head.split("\r\n");
     let status_line = lines.next().expect("status line");
     assert!(status_line.starts_with("HTTP/1.1 "), "{status_line}");
@@ -169,13 +176,8 @@ fn read_response(s: &mut TcpStream) -> Response {
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
         .map_or(0, |(_, v)| v.parse().expect("length"));
-    let mut body = buf[head_end..].to_vec();
-    while body.len() < len {
-        let n = s.read(&mut chunk).expect("read body");
-        assert!(n > 0, "connection closed inside a body");
-        body.extend_from_slice(&chunk[..n]);
-    }
-    assert_eq!(body.len(), len, "no bytes beyond the announced body");
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).expect("read body");
     Response {
         status,
         headers,
@@ -242,11 +244,29 @@ fn metrics_carry_the_api_text_and_the_server_counters() {
     let r = get(f.addr(), "/metrics");
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("text/plain; version=0.0.4"));
-    assert!(r.body.starts_with("# TYPE tickpipe_signals_total counter\n"), "{}", r.body);
-    assert!(r.body.contains("\ntickpipe_signals_total 42\n"), "{}", r.body);
+    assert!(
+        r.body
+            .starts_with("# TYPE tickpipe_signals_total counter\n"),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body.contains("\ntickpipe_signals_total 42\n"),
+        "{}",
+        r.body
+    );
     // The 404 was answered before this request; this one is counted after its answer.
-    assert!(r.body.contains("\ntickpipe_control_requests_total 1\n"), "{}", r.body);
-    assert!(r.body.contains("\ntickpipe_control_client_errors_total 1\n"), "{}", r.body);
+    assert!(
+        r.body.contains("\ntickpipe_control_requests_total 1\n"),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body
+            .contains("\ntickpipe_control_client_errors_total 1\n"),
+        "{}",
+        r.body
+    );
     let stats = f.handle.stats();
     assert_eq!(stats.requests, 2);
     assert_eq!(stats.client_errors, 1);
@@ -282,7 +302,12 @@ fn api_errors_map_to_their_status_codes() {
         ("busy", 409, "a swap is in flight"),
         ("invalid", 422, "fails validation"),
     ] {
-        let r = post(f.addr(), &format!("/models/{model}/promote"), Some(KEY), "{}");
+        let r = post(
+            f.addr(),
+            &format!("/models/{model}/promote"),
+            Some(KEY),
+            "{}",
+        );
         assert_eq!(r.status, status, "{r:?}");
         assert_eq!(r.error(), msg);
     }
@@ -294,6 +319,10 @@ fn api_errors_map_to_their_status_codes() {
     assert!(r.error().contains("JSON"), "{r:?}");
     assert_eq!(f.rec.calls().len(), 3);
     assert_eq!(f.handle.stats().server_errors, 0);
+    // A panicking API is a 500, and the server goes on.
+    let r = post(f.addr(), "/models/panic/promote", Some(KEY), "{}");
+    assert_eq!(r.status, 500, "{r:?}");
+    assert_eq!(f.handle.stats().server_errors, 1);
     f.assert_alive();
 }
 
@@ -456,7 +485,12 @@ fn missing_key_is_401_and_wrong_key_403() {
     let body = r#"{"action":"engage","reason":"x"}"#;
     let r = post(f.addr(), "/kill-switch", None, body);
     assert_eq!(r.status, 401, "{r:?}");
-    let r = post(f.addr(), "/kill-switch", Some("test-key-0123456789abcdeX"), body);
+    let r = post(
+        f.addr(),
+        "/kill-switch",
+        Some("test-key-0123456789abcdeX"),
+        body,
+    );
     assert_eq!(r.status, 403, "{r:?}");
     // A prefix of a valid key, and a valid key with a suffix, are wrong too.
     let r = post(f.addr(), "/kill-switch", Some(&KEY[..KEY.len() - 1]), body);
@@ -478,10 +512,20 @@ fn repeated_wrong_keys_are_rate_limited_even_for_the_right_key() {
     });
     let body = r#"{"action":"engage","reason":"x"}"#;
     for i in 0..5 {
-        let r = post(f.addr(), "/kill-switch", Some("wrong-key-0123456789abcdef"), body);
+        let r = post(
+            f.addr(),
+            "/kill-switch",
+            Some("wrong-key-0123456789abcdef"),
+            body,
+        );
         assert_eq!(r.status, 403, "attempt {i}: {r:?}");
     }
-    let r = post(f.addr(), "/kill-switch", Some("wrong-key-0123456789abcdef"), body);
+    let r = post(
+        f.addr(),
+        "/kill-switch",
+        Some("wrong-key-0123456789abcdef"),
+        body,
+    );
     assert_eq!(r.status, 429, "{r:?}");
     let retry: u64 = r
         .header("retry-after")
@@ -490,7 +534,10 @@ fn repeated_wrong_keys_are_rate_limited_even_for_the_right_key() {
         .expect("seconds");
     assert!((1..=10).contains(&retry), "{retry}");
     let r = post(f.addr(), "/kill-switch", Some(KEY), body);
-    assert_eq!(r.status, 429, "the right key is refused while limited: {r:?}");
+    assert_eq!(
+        r.status, 429,
+        "the right key is refused while limited: {r:?}"
+    );
     let r = post(f.addr(), "/models/x/promote", None, "{}");
     assert_eq!(r.status, 429, "{r:?}");
     assert!(f.rec.calls().is_empty());
@@ -529,7 +576,11 @@ fn slowloris_gets_408_while_others_are_served() {
             .set_read_timeout(Some(Duration::from_secs(5)))
             .expect("timeout");
         let r = read_response(&mut trickle);
-        (r.status, started.elapsed(), closed_within(&mut trickle, Duration::from_secs(2)))
+        (
+            r.status,
+            started.elapsed(),
+            closed_within(&mut trickle, Duration::from_secs(2)),
+        )
     });
 
     let served = get(addr, "/health");
@@ -541,13 +592,25 @@ fn slowloris_gets_408_while_others_are_served() {
     assert_eq!(r.status, 408, "{r:?}");
     assert_eq!(r.header("connection"), Some("close"));
     assert!(closed_within(&mut stuck, Duration::from_secs(2)));
-    assert!(served_after < stuck_after, "{served_after:?} vs {stuck_after:?}");
-    assert!(stuck_after >= timeout - Duration::from_millis(50), "{stuck_after:?}");
-    assert!(stuck_after < timeout + Duration::from_millis(1500), "{stuck_after:?}");
+    assert!(
+        served_after < stuck_after,
+        "{served_after:?} vs {stuck_after:?}"
+    );
+    assert!(
+        stuck_after >= timeout - Duration::from_millis(50),
+        "{stuck_after:?}"
+    );
+    assert!(
+        stuck_after < timeout + Duration::from_millis(1500),
+        "{stuck_after:?}"
+    );
 
     let (status, elapsed, closed) = trickler.join().expect("trickler");
     assert_eq!(status, 408);
-    assert!(elapsed < timeout + Duration::from_millis(1500), "{elapsed:?}");
+    assert!(
+        elapsed < timeout + Duration::from_millis(1500),
+        "{elapsed:?}"
+    );
     assert!(closed);
     assert!(f.handle.stats().timeouts >= 2);
     f.assert_alive();
@@ -561,6 +624,34 @@ fn silent_connection_times_out_too() {
     let r = read_response(&mut silent);
     assert_eq!(r.status, 408);
     assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    f.assert_alive();
+}
+
+#[test]
+fn a_client_that_does_not_read_its_answer_is_closed_at_the_write_deadline() {
+    let f = start_with(|c| c.write_timeout = Duration::from_millis(300));
+    // Far more than the socket buffers hold.
+    f.rec.metrics_pad.store(32 << 20, Ordering::SeqCst);
+    let mut reader = connect(f.addr());
+    let sent = Instant::now();
+    reader
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("send");
+    std::thread::sleep(Duration::from_millis(50));
+    f.rec.metrics_pad.store(0, Ordering::SeqCst);
+    // Served while the big answer is stuck.
+    f.assert_alive();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while f.handle.stats().timeouts == 0 {
+        assert!(Instant::now() < deadline, "stuck writer never timed out");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        sent.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        sent.elapsed()
+    );
+    drop(reader);
     f.assert_alive();
 }
 
@@ -606,7 +697,10 @@ fn connections_above_the_cap_are_closed_and_counted() {
         if answered {
             break;
         }
-        assert!(Instant::now() < deadline, "server does not take connections again");
+        assert!(
+            Instant::now() < deadline,
+            "server does not take connections again"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     f.assert_alive();
@@ -616,7 +710,8 @@ fn connections_above_the_cap_are_closed_and_counted() {
 fn keep_alive_pipelining_and_connection_close() {
     let f = start();
     let mut s = connect(f.addr());
-    s.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n").expect("send");
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("send");
     let r = read_response(&mut s);
     assert_eq!(r.status, 200);
     assert_eq!(r.header("connection"), None);
@@ -687,7 +782,8 @@ fn expect_continue_gets_an_interim_answer() {
 fn stop_returns_promptly_with_clients_connected() {
     let f = start();
     let mut idle = connect(f.addr());
-    idle.write_all(b"GET /health HTTP/1.1\r\n\r\n").expect("send");
+    idle.write_all(b"GET /health HTTP/1.1\r\n\r\n")
+        .expect("send");
     assert_eq!(read_response(&mut idle).status, 200);
     let mut half = connect(f.addr());
     half.write_all(b"GET /heal").expect("send");
@@ -696,10 +792,17 @@ fn stop_returns_promptly_with_clients_connected() {
     let t0 = Instant::now();
     assert!(f.handle.is_running());
     f.handle.stop().expect("stops cleanly");
-    assert!(t0.elapsed() < Duration::from_millis(500), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t0.elapsed()
+    );
     assert!(closed_within(&mut idle, Duration::from_secs(1)));
     assert!(closed_within(&mut half, Duration::from_secs(1)));
-    assert!(TcpStream::connect(addr).is_err(), "still listening after stop");
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "still listening after stop"
+    );
 }
 
 #[test]
@@ -707,7 +810,10 @@ fn drop_stops_the_server() {
     let f = start();
     let addr = f.addr();
     drop(f);
-    assert!(TcpStream::connect(addr).is_err(), "still listening after drop");
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "still listening after drop"
+    );
 }
 
 #[test]

@@ -309,7 +309,10 @@ mod tests {
         assert!(keys.verify(K2.as_bytes()));
         assert!(!keys.verify(b"k1-0123456789abcde"));
         assert!(!keys.verify(b""));
-        assert!(!format!("{keys:?}").contains("k1-"), "Debug must not show keys");
+        assert!(
+            !format!("{keys:?}").contains("k1-"),
+            "Debug must not show keys"
+        );
     }
 
     #[test]

@@ -295,13 +295,22 @@ mod tests {
         assert_eq!(head.api_key.as_deref(), Some(&b"abc"[..]));
         assert!(head.expect_continue);
         assert_eq!(status(b"POST /x HTTP/1.1\r\n\r\n"), 411);
-        assert_eq!(status(b"POST /x HTTP/1.1\r\nContent-Length: 101\r\n\r\n"), 413);
+        assert_eq!(
+            status(b"POST /x HTTP/1.1\r\nContent-Length: 101\r\n\r\n"),
+            413
+        );
         assert_eq!(
             status(b"POST /x HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n"),
             400
         );
-        assert_eq!(status(b"POST /x HTTP/1.1\r\nContent-Length: -1\r\n\r\n"), 400);
-        assert_eq!(status(b"POST /x HTTP/1.1\r\nContent-Length: +1\r\n\r\n"), 400);
+        assert_eq!(
+            status(b"POST /x HTTP/1.1\r\nContent-Length: -1\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status(b"POST /x HTTP/1.1\r\nContent-Length: +1\r\n\r\n"),
+            400
+        );
         assert_eq!(
             status(b"POST /x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
             400
@@ -311,7 +320,9 @@ mod tests {
             501
         );
         assert_eq!(
-            status(b"POST /x HTTP/1.1\r\nContent-Length: 1\r\nX-API-Key: a\r\nx-api-key: a\r\n\r\n"),
+            status(
+                b"POST /x HTTP/1.1\r\nContent-Length: 1\r\nX-API-Key: a\r\nx-api-key: a\r\n\r\n"
+            ),
             400
         );
         // Equal duplicates are accepted.
@@ -352,11 +363,17 @@ mod tests {
         r.close = true;
         r.write_to(&mut out);
         let text = String::from_utf8(out).expect("utf-8");
-        assert!(text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"), "{text}");
+        assert!(
+            text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
+            "{text}"
+        );
         assert!(text.contains("\r\nAllow: GET\r\n"), "{text}");
         assert!(text.contains("\r\nConnection: close\r\n"), "{text}");
         let body = r#"{"error":"use \"GET\""}"#;
         assert!(text.ends_with(&format!("\r\n\r\n{body}")), "{text}");
-        assert!(text.contains(&format!("Content-Length: {}\r\n", body.len())), "{text}");
+        assert!(
+            text.contains(&format!("Content-Length: {}\r\n", body.len())),
+            "{text}"
+        );
     }
 }

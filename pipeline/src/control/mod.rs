@@ -285,13 +285,19 @@ impl ControlConfig {
             ));
         }
         if self.max_connections == 0 {
-            return Err(PipelineError::config("max_connections", "must be at least 1"));
+            return Err(PipelineError::config(
+                "max_connections",
+                "must be at least 1",
+            ));
         }
         if self.auth_failures == 0 {
             return Err(PipelineError::config("auth_failures", "must be at least 1"));
         }
         if self.auth_table_size == 0 {
-            return Err(PipelineError::config("auth_table_size", "must be at least 1"));
+            return Err(PipelineError::config(
+                "auth_table_size",
+                "must be at least 1",
+            ));
         }
         for (field, d) in [
             ("read_timeout", self.read_timeout),

@@ -95,11 +95,31 @@ impl ControlStats {
         let mut out = String::new();
         for (name, help, value) in [
             ("requests_total", "Requests answered.", self.requests),
-            ("client_errors_total", "Answers with a 4xx status.", self.client_errors),
-            ("server_errors_total", "Answers with a 5xx status.", self.server_errors),
-            ("auth_failures_total", "POSTs with a missing or wrong API key.", self.auth_failures),
-            ("rate_limited_total", "POSTs refused with 429.", self.rate_limited),
-            ("timeouts_total", "Connections closed for a deadline.", self.timeouts),
+            (
+                "client_errors_total",
+                "Answers with a 4xx status.",
+                self.client_errors,
+            ),
+            (
+                "server_errors_total",
+                "Answers with a 5xx status.",
+                self.server_errors,
+            ),
+            (
+                "auth_failures_total",
+                "POSTs with a missing or wrong API key.",
+                self.auth_failures,
+            ),
+            (
+                "rate_limited_total",
+                "POSTs refused with 429.",
+                self.rate_limited,
+            ),
+            (
+                "timeouts_total",
+                "Connections closed for a deadline.",
+                self.timeouts,
+            ),
             (
                 "connections_accepted_total",
                 "Connections accepted.",
@@ -528,7 +548,7 @@ impl<A: ControlApi> Server<A> {
             match conn.phase {
                 Phase::Reading => {
                     if let Some(reply) = self.next_request(conn) {
-                        self.queue(conn, &reply);
+                        self.queue(conn, reply);
                         answered += 1;
                         continue;
                     }
@@ -633,8 +653,7 @@ impl<A: ControlApi> Server<A> {
             match http::parse_head(&conn.buf[..conn.filled], self.limits) {
                 Ok(None) => return None,
                 Ok(Some(head)) => {
-                    if head.expect_continue && conn.filled < head.head_len + head.content_length
-                    {
+                    if head.expect_continue && conn.filled < head.head_len + head.content_length {
                         Self::send_continue(conn);
                     }
                     conn.head = Some(head);
@@ -672,13 +691,11 @@ impl<A: ControlApi> Server<A> {
         }
     }
 
-    fn queue(&self, conn: &mut Conn, reply: &Reply) {
-        let close = reply.close || conn.close_after;
-        let mut sent = reply.clone();
-        sent.close = close;
-        sent.write_to(&mut conn.out);
+    fn queue(&self, conn: &mut Conn, mut reply: Reply) {
+        reply.close |= conn.close_after;
+        reply.write_to(&mut conn.out);
         conn.sent = 0;
-        conn.close_after = close;
+        conn.close_after = reply.close;
         conn.phase = Phase::Writing;
         conn.deadline = Instant::now() + self.write_timeout;
         bump(&self.counters.requests);
@@ -803,7 +820,7 @@ impl<A: ControlApi> Server<A> {
                     conn.filled = 0;
                     let mut conn = self.conns[idx].take();
                     if let Some(c) = conn.as_mut() {
-                        self.queue(c, &reply);
+                        self.queue(c, reply);
                     }
                     self.conns[idx] = conn;
                     self.drive_slot(idx);
@@ -841,7 +858,10 @@ mod tests {
         assert!(matches!(route("/health"), Some(Route::Health)));
         assert!(matches!(route("/metrics"), Some(Route::Metrics)));
         assert!(matches!(route("/kill-switch"), Some(Route::KillSwitch)));
-        assert!(matches!(route("/models/xgb-v2/promote"), Some(Route::Promote("xgb-v2"))));
+        assert!(matches!(
+            route("/models/xgb-v2/promote"),
+            Some(Route::Promote("xgb-v2"))
+        ));
         assert!(route("/models/a/b/promote").is_none());
         assert!(route("/health/").is_none());
         assert!(route("/models/x").is_none());
@@ -860,8 +880,17 @@ mod tests {
             ..ControlStats::default()
         };
         let text = s.to_prometheus();
-        assert!(text.contains("\ntickpipe_control_requests_total 7\n"), "{text}");
-        assert!(text.contains("\ntickpipe_control_rate_limited_total 2\n"), "{text}");
-        assert!(text.contains("# TYPE tickpipe_control_timeouts_total counter\n"), "{text}");
+        assert!(
+            text.contains("\ntickpipe_control_requests_total 7\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\ntickpipe_control_rate_limited_total 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE tickpipe_control_timeouts_total counter\n"),
+            "{text}"
+        );
     }
 }
