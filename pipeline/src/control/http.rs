@@ -227,7 +227,8 @@ impl Reply {
         // Writing into a Vec cannot fail.
         let _ = write!(
             out,
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n",
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\
+             Cache-Control: no-store\r\n",
             self.status,
             reason(self.status),
             self.content_type,
@@ -287,9 +288,12 @@ mod tests {
 
     #[test]
     fn post_framing() {
-        let head = parse(b"POST /kill-switch HTTP/1.1\r\nContent-Length: 12\r\nX-API-Key:  abc \r\nExpect: 100-continue\r\n\r\n")
-            .expect("ok")
-            .expect("complete");
+        let head = parse(
+            b"POST /kill-switch HTTP/1.1\r\nContent-Length: 12\r\nX-API-Key:  abc \r\n\
+              Expect: 100-continue\r\n\r\n",
+        )
+        .expect("ok")
+        .expect("complete");
         assert_eq!(head.method, Method::Post);
         assert_eq!(head.content_length, 12);
         assert_eq!(head.api_key.as_deref(), Some(&b"abc"[..]));

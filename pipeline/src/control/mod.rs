@@ -38,17 +38,19 @@
 //! | 500 | [`ControlError::Internal`], or the API panicked |
 //! | 501 | `Transfer-Encoding` (chunked bodies are not accepted: send `Content-Length`) |
 //!
-//! Answers that leave the connection's framing unknown (400, 408, 411, 413, 431, 501) close it;
-//! so does `Connection: close` (and HTTP/1.0 without `Connection: keep-alive`). Otherwise the
+//! Refusals of the request head, which leave the connection's framing unknown (a malformed
+//! head's 400, 408, 411, 413, 431, 501), close the connection after the answer; so does
+//! `Connection: close` (and HTTP/1.0 without `Connection: keep-alive`). Otherwise the
 //! connection is kept alive until [`ControlConfig::idle_timeout`].
 //!
 //! # Authentication
 //!
-//! Every `POST` needs an `X-API-Key` header. Keys come from a file ([`ControlConfig::api_keys_file`]:
-//! one key per line, blank lines and lines starting with `#` ignored) and from an environment
-//! variable ([`ControlConfig::api_keys_env`], comma separated), never from the command line. A key
-//! is 16 to 256 printable ASCII characters without spaces. A candidate is compared with every key
-//! in constant time (every byte of every key, lengths included, no early exit).
+//! Every `POST` needs an `X-API-Key` header. Keys come from a file
+//! ([`ControlConfig::api_keys_file`]: one key per line, blank lines and lines starting with `#`
+//! ignored) and from an environment variable ([`ControlConfig::api_keys_env`], comma
+//! separated), never from the command line. A key is 16 to 256 printable ASCII characters
+//! without spaces. A candidate is compared with every key in constant time (every byte of every
+//! key, lengths included, no early exit).
 //!
 //! Failed attempts (missing or wrong key) drain a token bucket per client IP address
 //! ([`ControlConfig::auth_failures`] per [`ControlConfig::auth_window`]). While a bucket is empty,

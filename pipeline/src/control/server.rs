@@ -32,6 +32,8 @@ const MAX_LINGER: Duration = Duration::from_secs(1);
 const MAX_LINGER_BYTES: usize = 1 << 20;
 /// First size of a connection's read buffer; it grows up to head plus body limit.
 const INITIAL_READ_BUFFER: usize = 1024;
+/// What a `/kill-switch` body must look like, for the 400 answer.
+const KILL_SWITCH_SHAPE: &str = r#"body must be {"action":"engage"|"release","reason":"..."}"#;
 /// Longest model name in `/models/{name}/promote`.
 const MAX_MODEL_NAME: usize = 128;
 
@@ -777,12 +779,7 @@ impl<A: ControlApi> Server<A> {
                 let parsed: KillSwitchBody = match serde_json::from_slice(body) {
                     Ok(b) => b,
                     Err(e) => {
-                        return Reply::error(
-                            400,
-                            &format!(
-                                "body must be {{\"action\":\"engage\"|\"release\",\"reason\":\"...\"}}: {e}"
-                            ),
-                        );
+                        return Reply::error(400, &format!("{KILL_SWITCH_SHAPE}: {e}"));
                     }
                 };
                 let engage = matches!(parsed.action, KillAction::Engage);
