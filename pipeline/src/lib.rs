@@ -8,6 +8,7 @@
 
 pub mod book;
 pub mod config;
+pub mod control;
 pub mod depth;
 pub mod engine;
 pub mod feature_engine;

@@ -1,0 +1,893 @@
+//! The poll loop: accepting, reading, routing, answering, deadlines.
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use serde::Deserialize;
+
+use crate::PipelineError;
+
+use super::auth::{ApiKeys, FailureLimiter};
+use super::http::{self, HeadLimits, Method, PROMETHEUS, Reply, RequestHead};
+use super::{ControlApi, ControlConfig, ControlError};
+
+const LISTENER: Token = Token(0);
+const WAKER: Token = Token(1);
+const FIRST_CONN: usize = 2;
+
+/// Requests one connection may have answered per turn before the others get theirs.
+const REQUESTS_PER_TURN: usize = 16;
+/// Longest wait in `poll` when no deadline is nearer.
+const MAX_POLL_WAIT: Duration = Duration::from_secs(1);
+/// Longest time a closing connection is read and discarded after its answer (so the client
+/// gets the answer rather than a reset), and most bytes discarded.
+const MAX_LINGER: Duration = Duration::from_secs(1);
+const MAX_LINGER_BYTES: usize = 1 << 20;
+/// First size of a connection's read buffer; it grows up to head plus body limit.
+const INITIAL_READ_BUFFER: usize = 1024;
+/// What a `/kill-switch` body must look like, for the 400 answer.
+const KILL_SWITCH_SHAPE: &str = r#"body must be {"action":"engage"|"release","reason":"..."}"#;
+/// Longest model name in `/models/{name}/promote`.
+const MAX_MODEL_NAME: usize = 128;
+
+/// The server's own counters, updated by the control thread only.
+#[derive(Debug, Default)]
+struct Counters {
+    requests: AtomicU64,
+    client_errors: AtomicU64,
+    server_errors: AtomicU64,
+    auth_failures: AtomicU64,
+    rate_limited: AtomicU64,
+    timeouts: AtomicU64,
+    accepted_connections: AtomicU64,
+    rejected_connections: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A snapshot of the control plane's own counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ControlStats {
+    /// Answers sent (every request answered, including refusals and 408s).
+    pub requests: u64,
+    /// Answers with a 4xx status.
+    pub client_errors: u64,
+    /// Answers with a 5xx status.
+    pub server_errors: u64,
+    /// `POST`s with a missing or wrong key.
+    pub auth_failures: u64,
+    /// `POST`s answered 429.
+    pub rate_limited: u64,
+    /// Connections closed for a deadline (request, keep-alive idle, or answer).
+    pub timeouts: u64,
+    /// Connections accepted and served.
+    pub accepted_connections: u64,
+    /// Connections closed on accept because `max_connections` were open.
+    pub rejected_connections: u64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> ControlStats {
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        ControlStats {
+            requests: r(&self.requests),
+            client_errors: r(&self.client_errors),
+            server_errors: r(&self.server_errors),
+            auth_failures: r(&self.auth_failures),
+            rate_limited: r(&self.rate_limited),
+            timeouts: r(&self.timeouts),
+            accepted_connections: r(&self.accepted_connections),
+            rejected_connections: r(&self.rejected_connections),
+        }
+    }
+}
+
+impl ControlStats {
+    /// The counters in Prometheus' text format, `tickpipe_control_*`.
+    pub fn to_prometheus(&self) -> String {
+        let mut out = String::new();
+        for (name, help, value) in [
+            ("requests_total", "Requests answered.", self.requests),
+            (
+                "client_errors_total",
+                "Answers with a 4xx status.",
+                self.client_errors,
+            ),
+            (
+                "server_errors_total",
+                "Answers with a 5xx status.",
+                self.server_errors,
+            ),
+            (
+                "auth_failures_total",
+                "POSTs with a missing or wrong API key.",
+                self.auth_failures,
+            ),
+            (
+                "rate_limited_total",
+                "POSTs refused with 429.",
+                self.rate_limited,
+            ),
+            (
+                "timeouts_total",
+                "Connections closed for a deadline.",
+                self.timeouts,
+            ),
+            (
+                "connections_accepted_total",
+                "Connections accepted.",
+                self.accepted_connections,
+            ),
+            (
+                "connections_rejected_total",
+                "Connections closed on accept at the connection cap.",
+                self.rejected_connections,
+            ),
+        ] {
+            out.push_str(&format!(
+                "# HELP tickpipe_control_{name} {help}\n# TYPE tickpipe_control_{name} counter\n\
+                 tickpipe_control_{name} {value}\n"
+            ));
+        }
+        out
+    }
+}
+
+/// Starts the control plane.
+#[derive(Debug)]
+pub struct ControlServer {
+    _private: (),
+}
+
+impl ControlServer {
+    /// Validates `config`, loads the API keys it names ([`ApiKeys::load`]), binds and starts the
+    /// control thread.
+    ///
+    /// # Errors
+    /// As [`ControlServer::start_with_keys`], and [`PipelineError::Config`] for unreadable or bad
+    /// keys.
+    pub fn start<A: ControlApi>(
+        config: &ControlConfig,
+        api: A,
+    ) -> Result<ControlHandle, PipelineError> {
+        config.validate()?;
+        let keys = ApiKeys::load(config)?;
+        Self::start_with_keys(config, keys, api)
+    }
+
+    /// Like [`ControlServer::start`] with the keys given (the config's key sources are not
+    /// read).
+    ///
+    /// # Errors
+    /// [`PipelineError::Config`] for a bad config or an address that cannot be bound (named
+    /// `bind`), [`PipelineError::Thread`] if the poller or the thread cannot be created.
+    pub fn start_with_keys<A: ControlApi>(
+        config: &ControlConfig,
+        keys: ApiKeys,
+        api: A,
+    ) -> Result<ControlHandle, PipelineError> {
+        config.validate()?;
+        let thread_err = |why: String| PipelineError::Thread {
+            role: "control".into(),
+            why,
+        };
+        let mut listener = TcpListener::bind(config.bind).map_err(|e| {
+            PipelineError::config("bind", format!("cannot listen on {}: {e}", config.bind))
+        })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| thread_err(format!("local address: {e}")))?;
+        let poll = Poll::new().map_err(|e| thread_err(format!("poll: {e}")))?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)
+            .map_err(|e| thread_err(format!("register listener: {e}")))?;
+        let waker = Arc::new(
+            Waker::new(poll.registry(), WAKER).map_err(|e| thread_err(format!("waker: {e}")))?,
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let counters = Arc::new(Counters::default());
+        let mut conns = Vec::with_capacity(config.max_connections);
+        conns.resize_with(config.max_connections, || None);
+        let server = Server {
+            poll,
+            listener,
+            conns,
+            free: (0..config.max_connections).rev().collect(),
+            again: Vec::with_capacity(config.max_connections),
+            retry_accept: false,
+            api,
+            keys,
+            limiter: FailureLimiter::new(
+                config.auth_failures,
+                config.auth_window,
+                config.auth_table_size,
+            ),
+            limits: HeadLimits {
+                max_header_bytes: config.max_header_bytes,
+                max_body_bytes: config.max_body_bytes,
+            },
+            read_timeout: config.read_timeout,
+            idle_timeout: config.idle_timeout,
+            write_timeout: config.write_timeout,
+            counters: Arc::clone(&counters),
+            stop: Arc::clone(&stop),
+        };
+        let join = std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || server.run())
+            .map_err(|e| thread_err(format!("spawn: {e}")))?;
+        Ok(ControlHandle {
+            local_addr,
+            waker,
+            stop,
+            counters,
+            join: Some(join),
+        })
+    }
+}
+
+/// The running control plane. Dropping it stops the server.
+#[derive(Debug)]
+pub struct ControlHandle {
+    local_addr: SocketAddr,
+    waker: Arc<Waker>,
+    stop: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+    join: Option<JoinHandle<()>>,
+}
+
+impl ControlHandle {
+    /// The address the server listens on (with the actual port when `bind` asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The server's own counters now.
+    pub fn stats(&self) -> ControlStats {
+        self.counters.snapshot()
+    }
+
+    /// Whether the control thread is still running.
+    pub fn is_running(&self) -> bool {
+        self.join.as_ref().is_some_and(|j| !j.is_finished())
+    }
+
+    /// Stops the server: wakes its poll loop, closes every connection and joins the thread.
+    ///
+    /// # Errors
+    /// [`PipelineError::Thread`] if the control thread panicked.
+    pub fn stop(mut self) -> Result<(), PipelineError> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<(), PipelineError> {
+        let Some(join) = self.join.take() else {
+            return Ok(());
+        };
+        // Pairs with the Acquire load at the top of the poll loop.
+        self.stop.store(true, Ordering::Release);
+        // If the wake fails the loop still sees the flag within MAX_POLL_WAIT.
+        let _ = self.waker.wake();
+        join.join().map_err(|_| PipelineError::Thread {
+            role: "control".into(),
+            why: "the control thread panicked".into(),
+        })
+    }
+}
+
+impl Drop for ControlHandle {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for, or reading, a request.
+    Reading,
+    /// Sending an answer.
+    Writing,
+    /// Answer sent on a closing connection: reading and discarding until the peer closes.
+    Draining,
+}
+
+struct Conn {
+    stream: TcpStream,
+    ip: IpAddr,
+    buf: Vec<u8>,
+    filled: usize,
+    head: Option<RequestHead>,
+    out: Vec<u8>,
+    sent: usize,
+    phase: Phase,
+    /// When the request being read started (its first byte, or the accept); `None` while a
+    /// kept-alive connection waits idle.
+    request_started: Option<Instant>,
+    deadline: Instant,
+    close_after: bool,
+    peer_eof: bool,
+    drained: usize,
+}
+
+enum Drive {
+    /// Waiting for the socket.
+    Blocked,
+    /// Out of turn with work left: drive again before the next wait.
+    Again,
+    /// Close it.
+    Close,
+}
+
+struct Server<A> {
+    poll: Poll,
+    listener: TcpListener,
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    /// Connections out of turn with work left.
+    again: Vec<usize>,
+    retry_accept: bool,
+    api: A,
+    keys: ApiKeys,
+    limiter: FailureLimiter,
+    limits: HeadLimits,
+    read_timeout: Duration,
+    idle_timeout: Duration,
+    write_timeout: Duration,
+    counters: Arc<Counters>,
+    stop: Arc<AtomicBool>,
+}
+
+fn would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+fn interrupted(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::Interrupted
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KillSwitchBody {
+    action: KillAction,
+    reason: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum KillAction {
+    Engage,
+    Release,
+}
+
+fn valid_model_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_MODEL_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && name != "."
+        && name != ".."
+}
+
+/// The routes: `Some(allowed method)` for a known path.
+enum Route<'a> {
+    Health,
+    Metrics,
+    Promote(&'a str),
+    KillSwitch,
+}
+
+fn route(path: &str) -> Option<Route<'_>> {
+    match path {
+        "/health" => Some(Route::Health),
+        "/metrics" => Some(Route::Metrics),
+        "/kill-switch" => Some(Route::KillSwitch),
+        _ => path
+            .strip_prefix("/models/")
+            .and_then(|rest| rest.strip_suffix("/promote"))
+            .filter(|name| !name.contains('/'))
+            .map(Route::Promote),
+    }
+}
+
+impl<A: ControlApi> Server<A> {
+    fn run(mut self) {
+        let mut events = Events::with_capacity(256);
+        loop {
+            // Pairs with the Release store in `ControlHandle::shutdown`.
+            if self.stop.load(Ordering::Acquire) {
+                break;
+            }
+            let now = Instant::now();
+            let wait = if self.again.is_empty() {
+                self.next_wait(now)
+            } else {
+                Duration::ZERO
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
+                if !interrupted(&e) {
+                    // Not expected from epoll; avoid spinning on a persistent failure.
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                continue;
+            }
+            let mut pending = std::mem::take(&mut self.again);
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_all(),
+                    WAKER => {}
+                    Token(t) => pending.push(t - FIRST_CONN),
+                }
+            }
+            if self.retry_accept {
+                self.accept_all();
+            }
+            pending.sort_unstable();
+            pending.dedup();
+            for &idx in &pending {
+                self.drive_slot(idx);
+            }
+            pending.clear();
+            if self.again.is_empty() {
+                self.again = pending;
+            }
+            self.expire(Instant::now());
+        }
+        for idx in 0..self.conns.len() {
+            self.close(idx);
+        }
+    }
+
+    fn next_wait(&self, now: Instant) -> Duration {
+        let nearest = self
+            .conns
+            .iter()
+            .flatten()
+            .map(|c| c.deadline)
+            .min()
+            .map_or(MAX_POLL_WAIT, |d| d.saturating_duration_since(now));
+        let wait = nearest.min(MAX_POLL_WAIT);
+        if self.retry_accept {
+            wait.min(Duration::from_millis(10))
+        } else {
+            wait
+        }
+    }
+
+    fn accept_all(&mut self) {
+        self.retry_accept = false;
+        loop {
+            let (mut stream, peer) = match self.listener.accept() {
+                Ok(accepted) => accepted,
+                Err(e) if would_block(&e) => return,
+                Err(e) if interrupted(&e) => continue,
+                Err(_) => {
+                    // Out of descriptors, say: the connection waits in the backlog; try again
+                    // shortly rather than relying on another readiness edge.
+                    self.retry_accept = true;
+                    return;
+                }
+            };
+            let Some(idx) = self.free.pop() else {
+                bump(&self.counters.rejected_connections);
+                drop(stream);
+                continue;
+            };
+            if self
+                .poll
+                .registry()
+                .register(
+                    &mut stream,
+                    Token(idx + FIRST_CONN),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
+                .is_err()
+            {
+                self.free.push(idx);
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let now = Instant::now();
+            bump(&self.counters.accepted_connections);
+            self.conns[idx] = Some(Conn {
+                stream,
+                ip: peer.ip(),
+                buf: Vec::new(),
+                filled: 0,
+                head: None,
+                out: Vec::new(),
+                sent: 0,
+                phase: Phase::Reading,
+                request_started: Some(now),
+                deadline: now + self.read_timeout,
+                close_after: false,
+                peer_eof: false,
+                drained: 0,
+            });
+            // Data may have arrived with the connection; mio reports it as a readiness edge on
+            // the new registration, so nothing to do here.
+        }
+    }
+
+    fn drive_slot(&mut self, idx: usize) {
+        let Some(mut conn) = self.conns.get_mut(idx).and_then(Option::take) else {
+            return;
+        };
+        match self.drive(&mut conn) {
+            Drive::Blocked => self.conns[idx] = Some(conn),
+            Drive::Again => {
+                self.conns[idx] = Some(conn);
+                self.again.push(idx);
+            }
+            Drive::Close => {
+                self.conns[idx] = Some(conn);
+                self.close(idx);
+            }
+        }
+    }
+
+    fn close(&mut self, idx: usize) {
+        if let Some(mut conn) = self.conns.get_mut(idx).and_then(Option::take) {
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+            self.again.retain(|&i| i != idx);
+            self.free.push(idx);
+        }
+    }
+
+    /// Moves a connection as far as its socket allows.
+    fn drive(&mut self, conn: &mut Conn) -> Drive {
+        let mut answered = 0;
+        loop {
+            match conn.phase {
+                Phase::Reading => {
+                    if let Some(reply) = self.next_request(conn) {
+                        self.queue(conn, reply);
+                        answered += 1;
+                        continue;
+                    }
+                    if conn.peer_eof {
+                        // The peer closed with no complete request left.
+                        return Drive::Close;
+                    }
+                    if answered >= REQUESTS_PER_TURN {
+                        return Drive::Again;
+                    }
+                    match self.read_more(conn) {
+                        Ok(()) => {}
+                        Err(e) if would_block(&e) => return Drive::Blocked,
+                        Err(e) if interrupted(&e) => {}
+                        Err(_) => return Drive::Close,
+                    }
+                }
+                Phase::Writing => match conn.stream.write(&conn.out[conn.sent..]) {
+                    Ok(0) => return Drive::Close,
+                    Ok(n) => {
+                        conn.sent += n;
+                        if conn.sent < conn.out.len() {
+                            continue;
+                        }
+                        if conn.close_after {
+                            let _ = conn.stream.shutdown(Shutdown::Write);
+                            conn.phase = Phase::Draining;
+                            conn.deadline = Instant::now() + self.read_timeout.min(MAX_LINGER);
+                        } else {
+                            let now = Instant::now();
+                            conn.phase = Phase::Reading;
+                            if conn.filled > 0 {
+                                conn.request_started = Some(now);
+                                conn.deadline = now + self.read_timeout;
+                            } else {
+                                conn.request_started = None;
+                                conn.deadline = now + self.idle_timeout;
+                            }
+                            if answered >= REQUESTS_PER_TURN {
+                                return Drive::Again;
+                            }
+                        }
+                    }
+                    Err(e) if would_block(&e) => return Drive::Blocked,
+                    Err(e) if interrupted(&e) => {}
+                    Err(_) => return Drive::Close,
+                },
+                Phase::Draining => {
+                    if conn.buf.is_empty() {
+                        conn.buf.resize(INITIAL_READ_BUFFER, 0);
+                    }
+                    match conn.stream.read(&mut conn.buf) {
+                        Ok(0) => return Drive::Close,
+                        Ok(n) => {
+                            conn.drained += n;
+                            if conn.drained > MAX_LINGER_BYTES {
+                                return Drive::Close;
+                            }
+                        }
+                        Err(e) if would_block(&e) => return Drive::Blocked,
+                        Err(e) if interrupted(&e) => {}
+                        Err(_) => return Drive::Close,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads what the socket has into the connection's buffer, growing it up to its bound.
+    fn read_more(&self, conn: &mut Conn) -> io::Result<()> {
+        let cap = self.limits.max_header_bytes + self.limits.max_body_bytes;
+        if conn.filled == conn.buf.len() {
+            // `next_request` answers before a full buffer (431 or a complete request), so the
+            // bound is only a guard.
+            let grown = (conn.buf.len() * 2).max(INITIAL_READ_BUFFER).min(cap);
+            if grown <= conn.buf.len() {
+                return Err(io::Error::other("read buffer full"));
+            }
+            conn.buf.resize(grown, 0);
+        }
+        let n = conn.stream.read(&mut conn.buf[conn.filled..])?;
+        if n == 0 {
+            conn.peer_eof = true;
+            return Ok(());
+        }
+        if conn.filled == 0 && conn.request_started.is_none() {
+            let now = Instant::now();
+            conn.request_started = Some(now);
+            conn.deadline = now + self.read_timeout;
+        }
+        conn.filled += n;
+        Ok(())
+    }
+
+    /// The answer to the next complete request in the buffer, if there is one; the request's
+    /// bytes are consumed.
+    fn next_request(&mut self, conn: &mut Conn) -> Option<Reply> {
+        if conn.filled == 0 {
+            return None;
+        }
+        if conn.head.is_none() {
+            match http::parse_head(&conn.buf[..conn.filled], self.limits) {
+                Ok(None) => return None,
+                Ok(Some(head)) => {
+                    if head.expect_continue && conn.filled < head.head_len + head.content_length {
+                        Self::send_continue(conn);
+                    }
+                    conn.head = Some(head);
+                }
+                Err(e) => {
+                    let mut reply = Reply::error(e.status, &e.message);
+                    reply.close = true;
+                    conn.filled = 0;
+                    return Some(reply);
+                }
+            }
+        }
+        let head = conn.head.as_ref()?;
+        let end = head.head_len + head.content_length;
+        if conn.filled < end {
+            return None;
+        }
+        let head = conn.head.take()?;
+        let body = &conn.buf[head.head_len..end];
+        let mut reply = self.respond(&head, body, conn.ip);
+        reply.close |= !head.keep_alive || conn.peer_eof;
+        conn.buf.copy_within(end..conn.filled, 0);
+        conn.filled -= end;
+        Some(reply)
+    }
+
+    /// Best effort `100 Continue`: a client that does not get it sends its body after its own
+    /// delay anyway. A partial write would corrupt the stream, so it closes the connection.
+    fn send_continue(conn: &mut Conn) {
+        const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+        match conn.stream.write(CONTINUE) {
+            Ok(n) if n == CONTINUE.len() => {}
+            Err(e) if would_block(&e) => {}
+            _ => conn.close_after = true,
+        }
+    }
+
+    fn queue(&self, conn: &mut Conn, mut reply: Reply) {
+        reply.close |= conn.close_after;
+        reply.write_to(&mut conn.out);
+        conn.sent = 0;
+        conn.close_after = reply.close;
+        conn.phase = Phase::Writing;
+        conn.deadline = Instant::now() + self.write_timeout;
+        bump(&self.counters.requests);
+        match reply.status {
+            400..=499 => bump(&self.counters.client_errors),
+            500..=599 => bump(&self.counters.server_errors),
+            _ => {}
+        }
+    }
+
+    fn respond(&mut self, head: &RequestHead, body: &[u8], ip: IpAddr) -> Reply {
+        let now = Instant::now();
+        if head.method == Method::Post
+            && let Some(wait) = self.limiter.limited(ip, now)
+        {
+            bump(&self.counters.rate_limited);
+            let mut reply = Reply::error(429, "too many failed authentications; retry later");
+            reply.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
+            return reply;
+        }
+        let Some(route) = route(&head.path) else {
+            return Reply::error(404, "no such path");
+        };
+        let allowed = match route {
+            Route::Health | Route::Metrics => Method::Get,
+            Route::Promote(_) | Route::KillSwitch => Method::Post,
+        };
+        if head.method != allowed {
+            let allow = if allowed == Method::Get {
+                "GET"
+            } else {
+                "POST"
+            };
+            let mut reply = Reply::error(405, &format!("method not allowed; use {allow}"));
+            reply.allow = Some(allow);
+            return reply;
+        }
+        if allowed == Method::Post
+            && let Some(refusal) = self.authenticate(head, ip, now)
+        {
+            return refusal;
+        }
+        match route {
+            Route::Health => match guarded(|| self.api.health()) {
+                Ok((status, body)) => {
+                    let status = if (200..=599).contains(&status) {
+                        status
+                    } else {
+                        500
+                    };
+                    Reply::json(status, body)
+                }
+                Err(reply) => reply,
+            },
+            Route::Metrics => match guarded(|| self.api.metrics()) {
+                Ok(mut text) => {
+                    if !text.is_empty() && !text.ends_with('\n') {
+                        text.push('\n');
+                    }
+                    text.push_str(&self.counters.snapshot().to_prometheus());
+                    let mut reply = Reply::json(200, text);
+                    reply.content_type = PROMETHEUS;
+                    reply
+                }
+                Err(reply) => reply,
+            },
+            Route::Promote(name) => {
+                if !valid_model_name(name) {
+                    return Reply::error(400, "bad model name (1 to 128 of A-Z a-z 0-9 . _ -)");
+                }
+                if !body.is_empty()
+                    && let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(body)
+                {
+                    return Reply::error(400, &format!("body is not JSON: {e}"));
+                }
+                api_reply(guarded(|| self.api.promote(name, body)))
+            }
+            Route::KillSwitch => {
+                let parsed: KillSwitchBody = match serde_json::from_slice(body) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        return Reply::error(400, &format!("{KILL_SWITCH_SHAPE}: {e}"));
+                    }
+                };
+                let engage = matches!(parsed.action, KillAction::Engage);
+                api_reply(guarded(|| self.api.kill_switch(engage, &parsed.reason)))
+            }
+        }
+    }
+
+    /// `None` if the request carries a valid key; otherwise the refusal, counted against `ip`.
+    fn authenticate(&mut self, head: &RequestHead, ip: IpAddr, now: Instant) -> Option<Reply> {
+        let refusal = match &head.api_key {
+            None => Reply::error(401, "missing X-API-Key header"),
+            Some(key) if self.keys.verify(key) => return None,
+            Some(_) => Reply::error(403, "invalid API key"),
+        };
+        bump(&self.counters.auth_failures);
+        self.limiter.record_failure(ip, now);
+        Some(refusal)
+    }
+
+    fn expire(&mut self, now: Instant) {
+        for idx in 0..self.conns.len() {
+            let Some(conn) = self.conns[idx].as_mut() else {
+                continue;
+            };
+            if conn.deadline > now {
+                continue;
+            }
+            match conn.phase {
+                Phase::Reading if conn.request_started.is_some() => {
+                    bump(&self.counters.timeouts);
+                    let mut reply = Reply::error(408, "request not received in time");
+                    reply.close = true;
+                    conn.head = None;
+                    conn.filled = 0;
+                    let mut conn = self.conns[idx].take();
+                    if let Some(c) = conn.as_mut() {
+                        self.queue(c, reply);
+                    }
+                    self.conns[idx] = conn;
+                    self.drive_slot(idx);
+                }
+                Phase::Reading | Phase::Writing => {
+                    bump(&self.counters.timeouts);
+                    self.close(idx);
+                }
+                Phase::Draining => self.close(idx),
+            }
+        }
+    }
+}
+
+/// Runs an API call; a panic becomes a 500 rather than the end of the control thread.
+fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, Reply> {
+    catch_unwind(AssertUnwindSafe(f))
+        .map_err(|_| Reply::error(500, "internal error in the control API"))
+}
+
+fn api_reply(result: Result<Result<String, ControlError>, Reply>) -> Reply {
+    match result {
+        Ok(Ok(body)) => Reply::json(200, body),
+        Ok(Err(e)) => Reply::error(e.status(), e.message()),
+        Err(reply) => reply,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_and_model_names() {
+        assert!(matches!(route("/health"), Some(Route::Health)));
+        assert!(matches!(route("/metrics"), Some(Route::Metrics)));
+        assert!(matches!(route("/kill-switch"), Some(Route::KillSwitch)));
+        assert!(matches!(
+            route("/models/xgb-v2/promote"),
+            Some(Route::Promote("xgb-v2"))
+        ));
+        assert!(route("/models/a/b/promote").is_none());
+        assert!(route("/health/").is_none());
+        assert!(route("/models/x").is_none());
+        assert!(valid_model_name("score_v1.2-rc"));
+        assert!(!valid_model_name(""));
+        assert!(!valid_model_name(".."));
+        assert!(!valid_model_name("a%2Fb"));
+        assert!(!valid_model_name(&"a".repeat(MAX_MODEL_NAME + 1)));
+    }
+
+    #[test]
+    fn stats_in_prometheus_text() {
+        let s = ControlStats {
+            requests: 7,
+            rate_limited: 2,
+            ..ControlStats::default()
+        };
+        let text = s.to_prometheus();
+        assert!(
+            text.contains("\ntickpipe_control_requests_total 7\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\ntickpipe_control_rate_limited_total 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE tickpipe_control_timeouts_total counter\n"),
+            "{text}"
+        );
+    }
+}
