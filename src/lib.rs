@@ -11,6 +11,7 @@ pub use tickpipe_pipeline as pipeline;
 pub use tickpipe_shm as shm;
 
 pub mod capture;
+pub mod control_api;
 pub mod demo;
 pub mod engine_cmd;
 pub mod features_cmd;
@@ -21,5 +22,6 @@ pub mod registry_cmd;
 pub mod replay;
 pub mod ringstat;
 pub mod shutdown;
+pub mod startup;
 pub mod synth;
 pub mod uring;

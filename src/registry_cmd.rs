@@ -47,7 +47,7 @@ pub fn registry_dir(dir: Option<&Path>) -> PathBuf {
 }
 
 /// Runs `f` with the [`Expected`] schema for the kind in `name`/`version`'s manifest.
-fn with_expected<T>(
+pub fn with_expected<T>(
     reg: &Registry,
     name: &str,
     version: &str,

@@ -56,6 +56,10 @@
 //! [health.budgets]           # p99 service-time budget per stage
 //! features = "20us"
 //!
+//! [control]                  # the HTTP control plane of `tickpipe run` (see `control`)
+//! bind = "127.0.0.1:9180"
+//! api_keys_file = "keys.txt" # POSTs need X-API-Key; keys also from $TICKPIPE_API_KEYS
+//!
 //! [reporter]
 //! idle = "sleeping:1ms"
 //!
@@ -271,6 +275,8 @@ pub struct EngineConfig {
     pub models: ModelSettings,
     /// Health monitoring.
     pub health: HealthConfig,
+    /// The HTTP control plane (`tickpipe run` serves it when set).
+    pub control: Option<crate::control::ControlConfig>,
 }
 
 impl EngineConfig {
@@ -322,6 +328,7 @@ impl Default for EngineConfig {
             features: FeatureSettings::default(),
             models: ModelSettings::default(),
             health: HealthConfig::default(),
+            control: None,
         }
     }
 }
@@ -344,6 +351,7 @@ struct RawConfig {
     features: Option<RawFeatures>,
     models: Option<RawModels>,
     health: Option<RawHealth>,
+    control: Option<crate::control::ControlConfig>,
 }
 
 #[derive(Deserialize)]
@@ -638,8 +646,16 @@ impl EngineConfig {
             },
             other => other,
         })?;
-        cfg.models
-            .resolve(path.parent().unwrap_or_else(|| Path::new(".")));
+        let dir = path.parent().unwrap_or_else(|| Path::new("."));
+        cfg.models.resolve(dir);
+        if let Some(keys) = cfg
+            .control
+            .as_mut()
+            .and_then(|c| c.api_keys_file.as_mut())
+            .filter(|k| k.is_relative())
+        {
+            *keys = dir.join(&*keys);
+        }
         Ok(cfg)
     }
 
@@ -758,6 +774,18 @@ impl EngineConfig {
             features: feature_settings(raw.features.as_ref())?,
             models: model_settings(raw.models.as_ref())?,
             health: health_settings(raw.health.as_ref())?,
+            control: match raw.control {
+                Some(c) => {
+                    c.validate().map_err(|e| match e {
+                        PipelineError::Config { field, msg } => {
+                            err(format!("control.{field}"), msg)
+                        }
+                        other => other,
+                    })?;
+                    Some(c)
+                }
+                None => None,
+            },
         };
         cfg.validate()?;
         Ok(cfg)

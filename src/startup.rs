@@ -1,0 +1,193 @@
+//! `tickpipe run`'s components, started in dependency order by the orchestrator
+//! ([`tickpipe_pipeline::orchestrator`]):
+//!
+//! ```text
+//! level 0   md-ring (attach)      signal-ring (create)
+//! level 1   engine (model loads, stages, health monitor and page)
+//! level 2   control (HTTP control plane; optional: start-up degrades without it)
+//! ```
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tickpipe_pipeline::control::{ControlHandle, ControlServer};
+use tickpipe_pipeline::orchestrator::{Component, Output};
+use tickpipe_pipeline::{Engine, EngineConfig, ThreadHooks};
+use tickpipe_shm::mapped::{self, AttachOptions, MappedRegion};
+use tickpipe_shm::ring::content;
+use tickpipe_shm::{RingReader, RingWriter, StartAt};
+
+use crate::control_api::EngineApi;
+
+/// Attaches to the market-data ring.
+#[derive(Debug)]
+pub struct MdRing {
+    /// Ring path.
+    pub path: PathBuf,
+    /// How long one attempt waits for the ring to be ready.
+    pub wait: Duration,
+    /// Start at the oldest record.
+    pub from_oldest: bool,
+    /// The attached reader.
+    pub out: Output<RingReader<MappedRegion>>,
+}
+
+impl Component for MdRing {
+    fn name(&self) -> &str {
+        "md-ring"
+    }
+
+    fn start(&mut self) -> Result<(), String> {
+        let reader = mapped::attach_wait(
+            &self.path,
+            AttachOptions {
+                start: if self.from_oldest {
+                    StartAt::Oldest
+                } else {
+                    StartAt::Tail
+                },
+                read_only: false,
+            },
+            self.wait,
+        )
+        .map_err(|e| e.to_string())?;
+        if reader.info().writer.content_tag != content::DBN {
+            return Err(format!(
+                "{}: the ring does not carry DBN records",
+                self.path.display()
+            ));
+        }
+        self.out.put(reader);
+        Ok(())
+    }
+
+    fn stop(&mut self) {
+        // Dropping the reader releases its slot in the ring header.
+        drop(self.out.take());
+    }
+}
+
+/// Creates the signal ring.
+#[derive(Debug)]
+pub struct SignalRing {
+    /// Ring path.
+    pub path: PathBuf,
+    /// Data bytes.
+    pub capacity: usize,
+    /// The writer.
+    pub out: Output<RingWriter<MappedRegion>>,
+}
+
+impl Component for SignalRing {
+    fn name(&self) -> &str {
+        "signal-ring"
+    }
+
+    fn start(&mut self) -> Result<(), String> {
+        let w = crate::engine_cmd::create_signal_ring(&self.path, self.capacity)
+            .map_err(|e| format!("{e:#}"))?;
+        self.out.put(w);
+        Ok(())
+    }
+
+    fn stop(&mut self) {
+        drop(self.out.take());
+    }
+}
+
+/// Loads the models and starts the stages and the health monitor.
+#[derive(Debug)]
+pub struct EngineComponent {
+    /// Profile.
+    pub config: EngineConfig,
+    /// From `md-ring`.
+    pub md: Output<RingReader<MappedRegion>>,
+    /// From `signal-ring`.
+    pub signals: Output<RingWriter<MappedRegion>>,
+    /// The running engine (the caller takes it).
+    pub out: Output<Engine>,
+    /// Control handles for the control plane.
+    pub api: Output<EngineApi>,
+    /// Model registry for promotions.
+    pub registry: PathBuf,
+}
+
+impl Component for EngineComponent {
+    fn name(&self) -> &str {
+        "engine"
+    }
+
+    fn start(&mut self) -> Result<(), String> {
+        let reader = self.md.take().ok_or("md-ring handed over no reader")?;
+        let signals = self.signals.take().ok_or("signal-ring handed over no writer")?;
+        let mut engine = Engine::start(
+            &self.config,
+            reader,
+            signals,
+            quanta::Clock::new(),
+            ThreadHooks::default(),
+        )
+        .map_err(|e| e.to_string())?;
+        if let Some(health) = engine.health() {
+            self.api.put(EngineApi::new(
+                health,
+                engine.model_control(),
+                self.registry.clone(),
+            ));
+        }
+        self.out.put(engine);
+        Ok(())
+    }
+
+    fn health_check(&mut self) -> Result<(), String> {
+        match self.out.with(Engine::is_done) {
+            Some(false) => Ok(()),
+            Some(true) => Err("the engine stopped right after starting".into()),
+            None => Err("no engine".into()),
+        }
+    }
+
+    fn stop(&mut self) {
+        // Still here only when start-up was rolled back (the caller takes a running engine).
+        if let Some(e) = self.out.take() {
+            e.stop();
+            drop(e);
+        }
+    }
+}
+
+/// Serves the HTTP control plane.
+#[derive(Debug)]
+pub struct Control {
+    /// Server settings.
+    pub config: tickpipe_pipeline::control::ControlConfig,
+    /// From `engine`.
+    pub api: Output<EngineApi>,
+    /// The server's address, once listening.
+    pub addr: Output<std::net::SocketAddr>,
+    /// The server.
+    pub handle: Option<ControlHandle>,
+}
+
+impl Component for Control {
+    fn name(&self) -> &str {
+        "control"
+    }
+
+    fn start(&mut self) -> Result<(), String> {
+        let api = self
+            .api
+            .take()
+            .ok_or("the engine runs no health monitor ([health] enabled = false)")?;
+        let h = ControlServer::start(&self.config, api).map_err(|e| e.to_string())?;
+        self.addr.put(h.local_addr());
+        self.handle = Some(h);
+        Ok(())
+    }
+
+    fn stop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            let _ = h.stop();
+        }
+    }
+}
