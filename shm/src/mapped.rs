@@ -87,7 +87,12 @@ pub struct MappedRegion {
 }
 
 impl MappedRegion {
-    pub(crate) fn new(file: &File, path: &Path, len: usize, writable: bool) -> Result<Self, ShmError> {
+    pub(crate) fn new(
+        file: &File,
+        path: &Path,
+        len: usize,
+        writable: bool,
+    ) -> Result<Self, ShmError> {
         let mut options = MmapOptions::new();
         options.len(len);
         let map = if writable {

@@ -69,9 +69,9 @@
 //! hostile or corrupt page can make attaching or reading fail, never panic.
 
 use crate::layout::LINE;
-use crate::ring::Region;
 #[cfg(not(loom))]
 use crate::ring::HeapRegion;
+use crate::ring::Region;
 use crate::sync::{AtomicU64, Ordering, fence};
 
 #[cfg(not(loom))]
@@ -300,7 +300,12 @@ impl<R: Region> PageWriter<R> {
     /// As [`PageWriter::init`].
     #[cfg(not(loom))]
     pub fn new(region: R, payload_words: usize) -> Result<Self, PageError> {
-        Self::init(region, payload_words, PageIdentity::current(), KILL_RELEASED)
+        Self::init(
+            region,
+            payload_words,
+            PageIdentity::current(),
+            KILL_RELEASED,
+        )
     }
 
     /// Formats `region` as a page with nothing published, the kill word set to `kill`, and
@@ -621,7 +626,13 @@ mod tests {
             assert_eq!(writer.publish(&payload).unwrap(), k);
             let read = reader.read(&mut out).unwrap();
             assert_eq!(out.to_vec(), payload);
-            assert_eq!(read, PageRead { seq: 2 * k, publishes: k });
+            assert_eq!(
+                read,
+                PageRead {
+                    seq: 2 * k,
+                    publishes: k
+                }
+            );
         }
         assert_eq!(writer.publishes(), 20);
         assert_eq!(reader.writer_pid(), u64::from(std::process::id()));
@@ -649,16 +660,25 @@ mod tests {
         writer.publish(&[7; 4]).unwrap();
         assert_eq!(
             writer.publish(&[1; 3]),
-            Err(PageError::WrongLength { len: 3, expected: 4 })
+            Err(PageError::WrongLength {
+                len: 3,
+                expected: 4
+            })
         );
         assert_eq!(
             writer.publish(&[1; 5]),
-            Err(PageError::WrongLength { len: 5, expected: 4 })
+            Err(PageError::WrongLength {
+                len: 5,
+                expected: 4
+            })
         );
         let mut out = [0u64; 4];
         assert_eq!(
             reader.read(&mut [0u64; 8]),
-            Err(PageError::WrongLength { len: 8, expected: 4 })
+            Err(PageError::WrongLength {
+                len: 8,
+                expected: 4
+            })
         );
         assert_eq!(reader.read(&mut out).unwrap().publishes, 1);
         assert_eq!(out, [7; 4]);
@@ -686,7 +706,11 @@ mod tests {
         let region = Arc::new(HeapRegion::zeroed(page_len(2).unwrap()));
         let writer = PageWriter::init(region.clone(), 2, PageIdentity::default(), 9).unwrap();
         let reader = PageReader::new(region).unwrap();
-        assert_eq!(reader.kill(), 9, "initial kill value is in place before the version");
+        assert_eq!(
+            reader.kill(),
+            9,
+            "initial kill value is in place before the version"
+        );
         assert!(reader.killed());
         writer.set_kill(KILL_RELEASED);
         assert!(!reader.killed());
@@ -708,8 +732,13 @@ mod tests {
             assert_eq!(reader.read(&mut out), Err(PageError::Busy));
         }
         let took = started.elapsed();
-        assert!(took < Duration::from_millis(500), "1000 busy reads took {took:?}");
-        let one_try = PageReader::new(writer.region().clone()).unwrap().with_max_tries(0);
+        assert!(
+            took < Duration::from_millis(500),
+            "1000 busy reads took {took:?}"
+        );
+        let one_try = PageReader::new(writer.region().clone())
+            .unwrap()
+            .with_max_tries(0);
         assert_eq!(one_try.read(&mut out), Err(PageError::Busy));
     }
 
@@ -728,10 +757,27 @@ mod tests {
                 needed: PAGE_HEADER_LEN
             })
         );
-        drop(PageWriter::init(&region, 4, PageIdentity { pid: 7, start_ns: 8 }, 0).unwrap());
+        drop(
+            PageWriter::init(
+                &region,
+                4,
+                PageIdentity {
+                    pid: 7,
+                    start_ns: 8,
+                },
+                0,
+            )
+            .unwrap(),
+        );
         let info = read_page_header(region.words()).unwrap();
         assert_eq!(info.payload_words, 4);
-        assert_eq!(info.writer, PageIdentity { pid: 7, start_ns: 8 });
+        assert_eq!(
+            info.writer,
+            PageIdentity {
+                pid: 7,
+                start_ns: 8
+            }
+        );
         // Truncated: header fine, payload cut off.
         assert_eq!(
             read_page_header(&region.words()[..w(PAGE_HEADER_LEN) + 2]),
@@ -848,6 +894,9 @@ mod tests {
                 let _ = reader.heartbeat_ns();
             }
         }
-        assert!(attached > 100, "the generator must also make valid pages ({attached})");
+        assert!(
+            attached > 100,
+            "the generator must also make valid pages ({attached})"
+        );
     }
 }

@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::{KILL_RELEASED, PAGE_HEADER_LEN, PageError, PageIdentity, PageReader, PageWriter, page_len};
+use super::{
+    KILL_RELEASED, PAGE_HEADER_LEN, PageError, PageIdentity, PageReader, PageWriter, page_len,
+};
 use crate::mapped::{Attach, MappedRegion, Opened, ShmError, create_file, open_region, wait_ready};
 
 /// How to create a page file.
