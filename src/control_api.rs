@@ -86,9 +86,9 @@ impl ControlApi for EngineApi {
             validated.report.rows,
             validated.manifest.tolerance
         );
-        control
-            .swap_validated(validated)
-            .map_err(|e| ControlError::Conflict(format!("promoted in the registry, not swapped: {e}")))?;
+        control.swap_validated(validated).map_err(|e| {
+            ControlError::Conflict(format!("promoted in the registry, not swapped: {e}"))
+        })?;
         eprintln!("tickpipe run: promoted {summary}");
         Ok(serde_json::json!({
             "promoted": model,
@@ -106,7 +106,9 @@ impl ControlApi for EngineApi {
         } else {
             match self.health.release().map_err(gone)? {
                 Ok(s) => {
-                    eprintln!("tickpipe run: kill switch released over the control plane: {reason}");
+                    eprintln!(
+                        "tickpipe run: kill switch released over the control plane: {reason}"
+                    );
                     s
                 }
                 Err(refused) => return Err(ControlError::Conflict(refused.to_string())),

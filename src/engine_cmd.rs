@@ -211,6 +211,10 @@ pub struct RunOptions {
     pub from_oldest: bool,
     /// Writer considered dead after this heartbeat age with its process gone.
     pub stale_after: Duration,
+    /// Model registry that `POST /models/{name}/promote` promotes from.
+    pub registry: PathBuf,
+    /// Retries, backoff and timeouts of start-up.
+    pub startup: tickpipe_pipeline::orchestrator::RetryPolicy,
 }
 
 /// How `run` ended.
@@ -227,50 +231,118 @@ pub enum RunEnd {
 }
 
 /// Runs the engine on an existing market-data ring until the writer finishes, a signal arrives
-/// or the writer dies.
+/// or the writer dies. Start-up goes through the orchestrator (see [`crate::startup`]): its
+/// report, and the time from start to the first processed event, go to standard error.
 ///
 /// # Errors
-/// Set-up failures (ring missing or invalid, engine start-up).
+/// Set-up failures (ring missing or invalid, engine start-up), with the start-up report.
 pub fn run(opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<(RunEnd, EngineReport)> {
+    use tickpipe_pipeline::orchestrator::{ComponentSpec, Orchestrator, Output, RetryPolicy};
     if opts.config.mode == ThreadingMode::Invoker {
         bail!("mode = \"invoker\" needs a caller to drive it; use dedicated or shared for `run`");
     }
-    let reader = mapped::attach_wait(
-        &opts.md_ring,
-        AttachOptions {
-            start: if opts.from_oldest {
-                StartAt::Oldest
-            } else {
-                StartAt::Tail
-            },
-            read_only: false,
-        },
-        opts.wait,
-    )?;
-    let info = *reader.info();
-    ensure!(
-        info.writer.content_tag == content::DBN,
-        "{}: the ring does not carry DBN records",
-        opts.md_ring.display()
+    let t0 = Instant::now();
+    let (md, sig, engine_out, api, addr) = (
+        Output::new(),
+        Output::new(),
+        Output::new(),
+        Output::new(),
+        Output::new(),
     );
-    let (watch, _) = mapped::inspect(&opts.md_ring)?;
-    let signals = create_signal_ring(&opts.signal_ring, opts.config.signal_capacity)?;
-    let engine = Engine::start(
-        &opts.config,
-        reader,
-        signals,
-        quanta::Clock::new(),
-        ThreadHooks::default(),
-    )?;
+    // The ring attach waits on its own (`--wait`); the engine's start is not worth retrying
+    // (a bad model or core map fails the same way twice); the control server's bind is.
+    let once = |timeout: Duration| RetryPolicy {
+        max_attempts: 1,
+        timeout,
+        ..opts.startup
+    };
+    let mut orch = Orchestrator::new(opts.startup);
+    orch.add_with(
+        crate::startup::MdRing {
+            path: opts.md_ring.clone(),
+            wait: opts.wait,
+            from_oldest: opts.from_oldest,
+            out: md.clone(),
+        },
+        ComponentSpec::new(&[]).with_policy(once(opts.wait + Duration::from_secs(5))),
+    );
+    orch.add_with(
+        crate::startup::SignalRing {
+            path: opts.signal_ring.clone(),
+            capacity: opts.config.signal_capacity,
+            out: sig.clone(),
+        },
+        ComponentSpec::new(&[]).with_policy(once(opts.startup.timeout)),
+    );
+    orch.add_with(
+        crate::startup::EngineComponent {
+            config: opts.config.clone(),
+            md,
+            signals: sig,
+            out: engine_out.clone(),
+            api: api.clone(),
+            registry: opts.registry.clone(),
+        },
+        ComponentSpec::new(&["md-ring", "signal-ring"]).with_policy(once(opts.startup.timeout)),
+    );
+    if let Some(c) = &opts.config.control {
+        orch.add_with(
+            crate::startup::Control {
+                config: c.clone(),
+                api,
+                addr: addr.clone(),
+                handle: None,
+            },
+            ComponentSpec::new(&["engine"]).optional(true),
+        );
+    }
+    let running = match orch.start() {
+        Ok(r) => r,
+        Err(e) => bail!("start-up: {e}"),
+    };
+    eprintln!("tickpipe run: start-up\n{}", running.report());
+    if running.is_degraded() {
+        eprintln!("tickpipe run: running degraded (an optional component did not start)");
+    }
+    let engine: Engine = engine_out
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("the engine component handed over no engine"))?;
+    let info_pid = {
+        let (watch, info) = mapped::inspect(&opts.md_ring)?;
+        (watch, info.writer.pid)
+    };
+    let (watch, writer_pid) = info_pid;
     eprintln!(
-        "tickpipe run: engine running ({} mode) on {} -> signals {}",
+        "tickpipe run: engine running ({} mode) on {} -> signals {}{}{}",
         opts.config.mode,
         opts.md_ring.display(),
-        opts.signal_ring.display()
+        opts.signal_ring.display(),
+        addr.get()
+            .map(|a| format!(", control plane http://{a}"))
+            .unwrap_or_default(),
+        opts.config
+            .health
+            .page
+            .as_ref()
+            .map(|p| format!(", health page {}", p.display()))
+            .unwrap_or_default(),
     );
     let mut end = RunEnd::WriterFinished;
+    let mut first_event = None;
     while !engine.is_done() {
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(if first_event.is_none() {
+            1
+        } else {
+            20
+        }));
+        if first_event.is_none() && engine.feature_progress().0 > 0 {
+            let at = t0.elapsed();
+            first_event = Some(at);
+            eprintln!(
+                "tickpipe run: first event processed {:.1} ms after start",
+                at.as_secs_f64() * 1e3
+            );
+        }
         if stop.load(Ordering::Relaxed) {
             end = RunEnd::Signal;
             engine.stop();
@@ -280,11 +352,10 @@ pub fn run(opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<(RunEnd, EngineR
         let age = mapped::unix_now_ns().saturating_sub(status.heartbeat_ns);
         if status.state == WriterState::Running
             && age > opts.stale_after.as_nanos() as u64
-            && !mapped::pid_alive(info.writer.pid)
+            && !mapped::pid_alive(writer_pid)
         {
             eprintln!(
-                "tickpipe run: the market-data writer (pid {}) is gone, heartbeat {} ms old",
-                info.writer.pid,
+                "tickpipe run: the market-data writer (pid {writer_pid}) is gone, heartbeat {} ms old",
                 age / 1_000_000
             );
             end = RunEnd::WriterDead;
@@ -293,6 +364,7 @@ pub fn run(opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<(RunEnd, EngineR
         }
     }
     let report = engine.join()?;
+    eprintln!("tickpipe run: shutdown\n{}", running.stop());
     if report.ingest.fatal.is_some() {
         end = RunEnd::Corrupt;
     }

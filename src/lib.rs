@@ -15,6 +15,7 @@ pub mod control_api;
 pub mod demo;
 pub mod engine_cmd;
 pub mod features_cmd;
+pub mod health_cmd;
 pub mod models_cmd;
 pub mod profile_report;
 pub mod record;

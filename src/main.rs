@@ -118,6 +118,9 @@ enum Command {
         /// Consider the writer dead when its heartbeat is older than this and its process is gone.
         #[arg(long, default_value = "2s", value_parser = parse_duration)]
         stale_after: Duration,
+        /// Model registry that the control plane promotes from (default models/registry).
+        #[arg(long)]
+        registry: Option<PathBuf>,
     },
     /// Replay into a private ring with the engine behind it; report latency per stage.
     Profile {
@@ -186,6 +189,19 @@ enum Command {
     Signals {
         #[command(subcommand)]
         command: SignalsCommand,
+    },
+    /// Print an engine's health rollup from its shared-memory health page (JSON). Exit status:
+    /// 0 OK, 1 DEGRADED, 2 CRITICAL, 3 unknown (no page, unreadable, or its engine gone).
+    Health {
+        /// The health page (the profile's `[health] page`).
+        #[arg(long)]
+        page: PathBuf,
+        /// Seconds to wait for the page to appear.
+        #[arg(long, default_value_t = 0.0)]
+        wait: f64,
+        /// One line instead of pretty-printed JSON.
+        #[arg(long)]
+        compact: bool,
     },
     /// Inspect rings.
     Ring {
@@ -671,6 +687,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             wait,
             from_oldest,
             stale_after,
+            registry,
         } => {
             let stop = tickpipe::shutdown::on_signal()?;
             let cfg = EngineConfig::load(&config)?;
@@ -690,6 +707,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 wait: seconds("--wait", wait)?,
                 from_oldest,
                 stale_after,
+                registry: tickpipe::registry_cmd::registry_dir(registry.as_deref()),
+                startup: Default::default(),
             };
             let (end, report) = tickpipe::engine_cmd::run(&opts, &stop)?;
             let series = tickpipe::engine_cmd::series(&report)?;
@@ -822,6 +841,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Health {
+            page,
+            wait,
+            compact,
+        } => Ok(ExitCode::from(tickpipe::health_cmd::health(
+            &page,
+            seconds("--wait", wait)?,
+            compact,
+            &mut std::io::stdout().lock(),
+        ))),
         Command::Ring {
             command: RingCommand::Stat { path },
         } => {

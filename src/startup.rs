@@ -119,7 +119,10 @@ impl Component for EngineComponent {
 
     fn start(&mut self) -> Result<(), String> {
         let reader = self.md.take().ok_or("md-ring handed over no reader")?;
-        let signals = self.signals.take().ok_or("signal-ring handed over no writer")?;
+        let signals = self
+            .signals
+            .take()
+            .ok_or("signal-ring handed over no writer")?;
         let mut engine = Engine::start(
             &self.config,
             reader,

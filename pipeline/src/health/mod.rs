@@ -23,7 +23,9 @@
 //! WARNING ≥ 50, CRITICAL > 0, DISABLED at 0 or with no values in the window.
 //!
 //! Features whose zeros are ordinary in a quiet market (flow over one second, returns) are
-//! listed in [`HealthConfig::zero_exempt`]; the zero rules do not apply to them. NaN is how
+//! listed in [`HealthConfig::zero_exempt`]; the zero rules do not apply to them. Features that
+//! are NaN by design while an instrument warms up are listed in [`HealthConfig::nan_exempt`]
+//! ([`DEFAULT_NAN_EXEMPT`]); the NaN rules do not apply to them. NaN is how
 //! tickpipe's features say "undefined" (a one-sided book, a window still filling), so a NaN is
 //! counted against the score but is critical only as a *storm*: more than
 //! [`HealthConfig::nan_critical_rate`] of a feature's values in the window, once at least
@@ -302,6 +304,21 @@ pub const DEFAULT_ZERO_EXEMPT: &[&str] = &[
     "trade_rate_1s",
 ];
 
+/// Features that are undefined (NaN) by design until something per instrument has happened:
+/// a tick size from an instrument definition (`spread_ticks`), a first trade
+/// (`last_trade_sign`, the VWAP deviation), a return window's first full span. With several
+/// instruments warming up at different times their NaN share says nothing about the feed, so
+/// the NaN rules watch the book-state features (mid, spreads, microprice, imbalances: NaN when a
+/// book is one-sided or empty) and the window sums (never NaN).
+pub const DEFAULT_NAN_EXEMPT: &[&str] = &[
+    "spread_ticks",
+    "last_trade_sign",
+    "log_return_1s",
+    "log_return_10s",
+    "log_return_60s",
+    "vwap_dev_60s_bps",
+];
+
 impl Default for HealthConfig {
     fn default() -> Self {
         Self {
@@ -313,7 +330,7 @@ impl Default for HealthConfig {
             min_samples: 100,
             nan_critical_rate: 0.5,
             zero_exempt: DEFAULT_ZERO_EXEMPT.iter().map(|s| s.to_string()).collect(),
-            nan_exempt: Vec::new(),
+            nan_exempt: DEFAULT_NAN_EXEMPT.iter().map(|s| s.to_string()).collect(),
             stage_budgets: [None; N_STAGES],
             e2e_budget: None,
             page: None,
@@ -599,6 +616,18 @@ impl HealthMonitor {
             s.kills_total += 1;
         }
         s.kill_reasons |= bits;
+        self.refresh_status();
+    }
+
+    /// Overall status from the components and the kill switch (engaged: CRITICAL).
+    fn refresh_status(&mut self) {
+        let s = &mut self.snapshot;
+        s.status = s
+            .market_data
+            .max(s.features_status)
+            .max(s.pipeline)
+            .max(s.models)
+            .max(if s.kill { Status::Critical } else { Status::Ok });
     }
 
     /// Releases the kill switch, unless a critical condition holds on the latest tick.
@@ -619,6 +648,7 @@ impl HealthMonitor {
         s.kill = false;
         s.kill_reasons = 0;
         s.kill_since_unix_ns = 0;
+        self.refresh_status();
         Ok(())
     }
 
@@ -941,11 +971,7 @@ impl HealthMonitor {
         s.features_status = feature_status;
         s.pipeline = pipe_status;
         s.models = models_status;
-        s.status = md_status
-            .max(feature_status)
-            .max(pipe_status)
-            .max(models_status)
-            .max(if s.kill { Status::Critical } else { Status::Ok });
+
         s.vectors = f.vectors;
         s.signals = inp.signals;
         s.missed_window = missed;
@@ -953,6 +979,7 @@ impl HealthMonitor {
         s.slow_lane_thinned_window = inp.slow_lane_thinned.saturating_sub(bs);
         s.stalls_window = inp.stalls.saturating_sub(bst);
         s.max_occupancy_permille = (inp.max_occupancy.clamp(0.0, 1.0) * 1000.0).round() as u16;
+        self.refresh_status();
         events
     }
 

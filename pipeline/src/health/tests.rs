@@ -138,6 +138,11 @@ fn stuck_feature_warns_then_goes_critical_then_recovers() {
     assert!(sim.snap().kill);
     assert_eq!(sim.snap().status, Status::Critical);
     sim.mon.release().unwrap();
+    assert_eq!(
+        sim.snap().status,
+        Status::Ok,
+        "status follows the release at once"
+    );
     sim.tick_with(1000, healthy);
     assert!(!sim.snap().kill);
     assert_eq!(sim.snap().status, Status::Ok);
@@ -293,6 +298,22 @@ fn budgets_and_losses_degrade_the_pipeline() {
     assert_eq!(sim.snap().status, Status::Degraded);
     assert!(!sim.snap().kill);
     assert!(sim.snap().warnings_total >= 2);
+}
+
+#[test]
+fn a_manual_engage_is_critical_at_once() {
+    let mut sim = Sim::new(HealthConfig::default());
+    sim.tick_with(1000, healthy);
+    sim.mon.engage(5);
+    let s = sim.snap();
+    assert_eq!(
+        (s.kill, s.kill_reasons, s.status),
+        (true, kill_reason::MANUAL, Status::Critical)
+    );
+    sim.tick_with(1000, healthy);
+    assert_eq!(sim.snap().status, Status::Critical, "latched");
+    sim.mon.release().unwrap();
+    assert_eq!(sim.snap().status, Status::Ok);
 }
 
 #[test]
