@@ -14,15 +14,21 @@ use crate::features::N_FEATURES;
 /// A run of zeros longer than this many consecutive values costs a feature 30 points.
 pub const LONG_RUN: u32 = 10;
 
-/// The health stage's running totals (thread-local, no atomics).
+/// The health stage's running totals (thread-local, no atomics). Per vector it only touches
+/// `u32` lanes (branch-free loops the compiler vectorises); [`FeatureTally::publish`] folds them
+/// into `u64` totals once a millisecond, far below `u32` overflow.
 #[derive(Debug, Clone)]
 pub struct FeatureTally {
     vectors: u64,
     zeros: [u64; N_FEATURES],
     nonfinite: [u64; N_FEATURES],
     long_runs: [u64; N_FEATURES],
+    pending: u32,
+    p_zeros: [u32; N_FEATURES],
+    p_nonfinite: [u32; N_FEATURES],
+    p_long: [u32; N_FEATURES],
     runs: [u32; N_FEATURES],
-    finite_seen: u32,
+    finite: [u32; N_FEATURES],
     newest_publish_ticks: u64,
 }
 
@@ -33,8 +39,12 @@ impl Default for FeatureTally {
             zeros: [0; N_FEATURES],
             nonfinite: [0; N_FEATURES],
             long_runs: [0; N_FEATURES],
+            pending: 0,
+            p_zeros: [0; N_FEATURES],
+            p_nonfinite: [0; N_FEATURES],
+            p_long: [0; N_FEATURES],
             runs: [0; N_FEATURES],
-            finite_seen: 0,
+            finite: [0; N_FEATURES],
             newest_publish_ticks: 0,
         }
     }
@@ -45,23 +55,34 @@ impl FeatureTally {
     /// event behind it (the freshness of the data).
     #[inline]
     pub fn count(&mut self, values: &[f64; N_FEATURES], publish_ticks: u64) {
-        self.vectors += 1;
+        self.pending += 1;
         self.newest_publish_ticks = self.newest_publish_ticks.max(publish_ticks);
-        for (i, &v) in values.iter().enumerate() {
+        for i in 0..N_FEATURES {
+            let v = values[i];
             let zero = u32::from(v == 0.0);
-            let finite = v.is_finite();
-            self.zeros[i] += u64::from(zero);
-            self.nonfinite[i] += u64::from(!finite);
-            self.finite_seen |= u32::from(finite) << i;
+            // Exponent all ones: NaN or infinite (the bit test vectorises; `is_finite` may not).
+            let nonfinite = u32::from(v.to_bits() & 0x7FF0_0000_0000_0000 == 0x7FF0_0000_0000_0000);
+            self.p_zeros[i] += zero;
+            self.p_nonfinite[i] += nonfinite;
+            self.finite[i] |= nonfinite ^ 1;
             let run = (self.runs[i] + 1) * zero;
             self.runs[i] = run;
-            self.long_runs[i] += u64::from(run > LONG_RUN);
+            self.p_long[i] += u32::from(run > LONG_RUN);
         }
     }
 
-    /// Stores the totals where the monitor reads them.
+    /// Folds the per-vector lanes into the totals and stores them where the monitor reads them.
     #[inline]
-    pub fn publish(&self, to: &HealthCounters) {
+    pub fn publish(&mut self, to: &HealthCounters) {
+        self.vectors += u64::from(self.pending);
+        self.pending = 0;
+        let mut finite_seen = 0u32;
+        for i in 0..N_FEATURES {
+            self.zeros[i] += u64::from(std::mem::take(&mut self.p_zeros[i]));
+            self.nonfinite[i] += u64::from(std::mem::take(&mut self.p_nonfinite[i]));
+            self.long_runs[i] += u64::from(std::mem::take(&mut self.p_long[i]));
+            finite_seen |= (self.finite[i] & 1) << i;
+        }
         // Relaxed throughout: each value is a monitoring counter with one writer; the monitor
         // takes differences between its own samples and no other data hangs on them.
         for i in 0..N_FEATURES {
@@ -72,13 +93,13 @@ impl FeatureTally {
         }
         to.newest_publish_ticks
             .store(self.newest_publish_ticks, Ordering::Relaxed);
-        to.finite_seen.store(self.finite_seen, Ordering::Relaxed);
+        to.finite_seen.store(finite_seen, Ordering::Relaxed);
         to.vectors.store(self.vectors, Ordering::Relaxed);
     }
 
     /// Vectors counted.
     pub fn vectors(&self) -> u64 {
-        self.vectors
+        self.vectors + u64::from(self.pending)
     }
 }
 
@@ -184,6 +205,7 @@ mod tests {
     fn counts_zeros_nonfinite_and_long_runs() {
         let mut t = FeatureTally::default();
         let mut v = [1.0; N_FEATURES];
+        v[5] = f64::NEG_INFINITY;
         v[0] = 0.0;
         v[1] = f64::NAN;
         v[2] = f64::INFINITY;
@@ -206,7 +228,16 @@ mod tests {
         assert_eq!(s.long_runs[3], 4);
         assert_eq!(s.runs[3], 12);
         assert_eq!(s.zeros[4], 0);
-        assert_eq!(s.finite_seen, ((1u32 << N_FEATURES) - 1) & !0b110);
+        assert_eq!(s.finite_seen, ((1u32 << N_FEATURES) - 1) & !0b10_0110);
+        assert_eq!(s.nonfinite[5], 25);
+        // Totals keep growing across publishes.
+        t.count(&v, 3);
+        t.publish(&c);
+        let s = c.feature_totals();
+        assert_eq!(
+            (s.vectors, s.zeros[0], s.nonfinite[1], s.runs[0]),
+            (26, 26, 26, 26)
+        );
         assert_eq!(c.newest_publish_ticks.load(Ordering::Relaxed), 24);
     }
 }
