@@ -57,8 +57,7 @@ impl FeatureTally {
     pub fn count(&mut self, values: &[f64; N_FEATURES], publish_ticks: u64) {
         self.pending += 1;
         self.newest_publish_ticks = self.newest_publish_ticks.max(publish_ticks);
-        for i in 0..N_FEATURES {
-            let v = values[i];
+        for (i, &v) in values.iter().enumerate() {
             let zero = u32::from(v == 0.0);
             // Exponent all ones: NaN or infinite (the bit test vectorises; `is_finite` may not).
             let nonfinite = u32::from(v.to_bits() & 0x7FF0_0000_0000_0000 == 0x7FF0_0000_0000_0000);
