@@ -307,11 +307,8 @@ pub fn run(opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<(RunEnd, EngineR
     let engine: Engine = engine_out
         .take()
         .ok_or_else(|| anyhow::anyhow!("the engine component handed over no engine"))?;
-    let info_pid = {
-        let (watch, info) = mapped::inspect(&opts.md_ring)?;
-        (watch, info.writer.pid)
-    };
-    let (watch, writer_pid) = info_pid;
+    let (watch, info) = mapped::inspect(&opts.md_ring)?;
+    let writer_pid = info.writer.pid;
     eprintln!(
         "tickpipe run: engine running ({} mode) on {} -> signals {}{}{}",
         opts.config.mode,

@@ -151,11 +151,9 @@ impl Component for EngineComponent {
     }
 
     fn stop(&mut self) {
-        // Still here only when start-up was rolled back (the caller takes a running engine).
-        if let Some(e) = self.out.take() {
-            e.stop();
-            drop(e);
-        }
+        // Still here only when start-up was rolled back (the caller takes a running engine);
+        // dropping an engine stops and joins it.
+        drop(self.out.take());
     }
 }
 

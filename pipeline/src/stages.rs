@@ -152,8 +152,7 @@ impl<R: Region + Send> IngestStage<R> {
 
     fn finish(&mut self) {
         self.done = true;
-        self.polls = WRITER_POLL_EVERY - 1;
-        self.note_writer();
+        self.copy_writer();
         self.out.close();
         self.rec.finish();
     }
@@ -177,9 +176,12 @@ impl<R: Region + Send> IngestStage<R> {
     #[inline]
     fn note_writer(&mut self) {
         self.polls = self.polls.wrapping_add(1);
-        if !self.polls.is_multiple_of(WRITER_POLL_EVERY) {
-            return;
+        if self.polls.is_multiple_of(WRITER_POLL_EVERY) {
+            self.copy_writer();
         }
+    }
+
+    fn copy_writer(&self) {
         let w = self.reader.writer_status();
         let finished = matches!(w.state, tickpipe_shm::ring::WriterState::Finished);
         // Relaxed: see `IngestStats::writer`.

@@ -411,7 +411,7 @@ pub struct HealthInputs {
     pub stage_p99_ns: [Option<u64>; N_STAGES],
     /// Latest p99 end to end over the last report interval (ns).
     pub e2e_p99_ns: Option<u64>,
-    /// Frames lost to laps, cumulative.
+    /// Frames lost at ingest (lapped by the writer, or undecodable), cumulative.
     pub missed: u64,
     /// Main-path messages dropped or conflated, cumulative.
     pub dropped: u64,
@@ -496,7 +496,7 @@ pub struct HealthSnapshot {
     pub vectors: u64,
     /// Signals published, cumulative.
     pub signals: u64,
-    /// Frames lost to laps in the window.
+    /// Frames lost at ingest (laps, undecodable) in the window.
     pub missed_window: u64,
     /// Main-path drops in the window.
     pub dropped_window: u64,
@@ -882,7 +882,9 @@ impl HealthMonitor {
             pipe.push(Condition {
                 level: AlertLevel::Warning,
                 code: "pipeline.lapped".into(),
-                message: format!("{missed} frames lost to laps in the window"),
+                message: format!(
+                    "{missed} frames lost at ingest (laps, undecodable) in the window"
+                ),
                 kill: 0,
             });
         }

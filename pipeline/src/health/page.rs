@@ -23,7 +23,7 @@
 //!    8           writer heartbeat age ns (u64::MAX: unknown)
 //!    9           feature vectors (cumulative)
 //!   10           signals (cumulative)
-//!   11           frames missed to laps in the window
+//!   11           frames lost at ingest (laps, undecodable) in the window
 //!   12           main-path drops in the window
 //!   13           slow-lane drops and conflations in the window
 //!   14           link stalls in the window
