@@ -262,6 +262,7 @@ pub fn run(opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<(RunEnd, EngineR
             path: opts.md_ring.clone(),
             wait: opts.wait,
             from_oldest: opts.from_oldest,
+            stale_after: opts.stale_after,
             out: md.clone(),
         },
         ComponentSpec::new(&[]).with_policy(once(opts.wait + Duration::from_secs(5))),

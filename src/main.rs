@@ -109,7 +109,8 @@ enum Command {
         /// Signal ring to create (overrides the profile's signal_ring).
         #[arg(long)]
         signals: Option<PathBuf>,
-        /// Seconds to wait for the market-data ring to appear.
+        /// Seconds to wait for the market-data ring to appear with a live writer (a ring left by a
+        /// dead writer is waited on until a new writer replaces it).
         #[arg(long, default_value_t = 10.0)]
         wait: f64,
         /// Start with the oldest record still in the ring (default: new records only).

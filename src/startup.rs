@@ -28,6 +28,10 @@ pub struct MdRing {
     pub wait: Duration,
     /// Start at the oldest record.
     pub from_oldest: bool,
+    /// A ring whose writer's heartbeat is older than this and whose writer process is gone is
+    /// left by a dead writer: it is not attached to; the attempt waits for a new writer to
+    /// replace it.
+    pub stale_after: Duration,
     /// The attached reader.
     pub out: Output<RingReader<MappedRegion>>,
 }
@@ -38,19 +42,36 @@ impl Component for MdRing {
     }
 
     fn start(&mut self) -> Result<(), String> {
-        let reader = mapped::attach_wait(
-            &self.path,
-            AttachOptions {
-                start: if self.from_oldest {
-                    StartAt::Oldest
-                } else {
-                    StartAt::Tail
+        let deadline = std::time::Instant::now() + self.wait;
+        let reader = loop {
+            let reader = mapped::attach_wait(
+                &self.path,
+                AttachOptions {
+                    start: if self.from_oldest {
+                        StartAt::Oldest
+                    } else {
+                        StartAt::Tail
+                    },
+                    read_only: false,
                 },
-                read_only: false,
-            },
-            self.wait,
-        )
-        .map_err(|e| e.to_string())?;
+                deadline.saturating_duration_since(std::time::Instant::now()),
+            )
+            .map_err(|e| e.to_string())?;
+            let Some(why) = dead_writer(&reader, self.stale_after) else {
+                break reader;
+            };
+            // A supervisor restarting a crashed writer and the engine together: wait for the
+            // new writer to replace the file rather than run on the dead one.
+            drop(reader);
+            if std::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "{}: {why}; no new writer replaced it within {:.1} s",
+                    self.path.display(),
+                    self.wait.as_secs_f64()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
         if reader.info().writer.content_tag != content::DBN {
             return Err(format!(
                 "{}: the ring does not carry DBN records",
@@ -65,6 +86,23 @@ impl Component for MdRing {
         // Dropping the reader releases its slot in the ring header.
         drop(self.out.take());
     }
+}
+
+/// Why the ring's writer is dead (running state, heartbeat older than `stale_after`, process
+/// gone), or `None` while it lives or has finished cleanly.
+fn dead_writer(reader: &RingReader<MappedRegion>, stale_after: Duration) -> Option<String> {
+    let status = reader.writer_status();
+    let age = mapped::unix_now_ns().saturating_sub(status.heartbeat_ns);
+    let pid = reader.info().writer.pid;
+    (status.state == tickpipe_shm::ring::WriterState::Running
+        && age > stale_after.as_nanos() as u64
+        && !mapped::pid_alive(pid))
+    .then(|| {
+        format!(
+            "its writer (pid {pid}) is gone, heartbeat {:.1} s old",
+            age as f64 / 1e9
+        )
+    })
 }
 
 /// Creates the signal ring.

@@ -10,6 +10,27 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+/// A child process killed when dropped, so a failing test leaves no engine or writer behind.
+struct Kid(Option<std::process::Child>);
+
+impl Kid {
+    fn get(&self) -> &std::process::Child {
+        self.0.as_ref().unwrap()
+    }
+    fn take(mut self) -> std::process::Child {
+        self.0.take().unwrap()
+    }
+}
+
+impl Drop for Kid {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -32,7 +53,7 @@ fn generated(dir: &Path, events: u64) -> PathBuf {
     out
 }
 
-fn paced_replay(capture: &Path, ring: &Path, extra: &[&str]) -> std::process::Child {
+fn paced_replay(capture: &Path, ring: &Path, extra: &[&str]) -> Kid {
     let mut args = vec![
         "replay",
         s(capture),
@@ -43,7 +64,7 @@ fn paced_replay(capture: &Path, ring: &Path, extra: &[&str]) -> std::process::Ch
         "--quiet",
     ];
     args.extend(extra);
-    spawn(&args)
+    Kid(Some(spawn(&args)))
 }
 
 /// Disk full under the recorder (`/dev/full` fails every write with ENOSPC), with io_uring and
@@ -69,8 +90,8 @@ fn recording_onto_a_full_disk_fails_loudly() {
             err.contains("/dev/full") && err.contains("No space left on device"),
             "{backend:?}: {err}"
         );
-        signal(&replay, "INT");
-        let _ = wait_output(replay, Duration::from_secs(30));
+        signal(replay.get(), "INT");
+        let _ = wait_output(replay.take(), Duration::from_secs(30));
     }
 }
 
@@ -89,7 +110,7 @@ fn a_restarted_reader_resumes_at_the_oldest_record_held() {
     // while it starts.
     let replay = paced_replay(&capture, &ring, &["--capacity", "2M"]);
     let first_out = dir.path().join("first.dbn.zst");
-    let first = spawn(&[
+    let first = Kid(Some(spawn(&[
         "record",
         "--ring",
         s(&ring),
@@ -97,18 +118,18 @@ fn a_restarted_reader_resumes_at_the_oldest_record_held() {
         s(&first_out),
         "--wait",
         "30",
-    ]);
+    ])));
     assert!(
         wait_until(Duration::from_secs(20), || ring.exists()
             && has_reader(&ring)),
         "first reader never attached"
     );
     std::thread::sleep(Duration::from_millis(400));
-    signal(&first, "KILL");
-    let _ = first.wait_with_output();
+    signal(first.get(), "KILL");
+    let _ = first.take().wait_with_output();
     std::thread::sleep(Duration::from_millis(600));
     let second_out = dir.path().join("second.dbn.zst");
-    let second = spawn(&[
+    let second = Kid(Some(spawn(&[
         "record",
         "--ring",
         s(&ring),
@@ -117,10 +138,10 @@ fn a_restarted_reader_resumes_at_the_oldest_record_held() {
         "--wait",
         "30",
         "--allow-loss",
-    ]);
-    let replay = wait_output(replay, Duration::from_secs(60));
+    ])));
+    let replay = wait_output(replay.take(), Duration::from_secs(60));
     assert!(replay.status.success(), "{}", text(&replay.stderr));
-    let rec = wait_output(second, Duration::from_secs(60));
+    let rec = wait_output(second.take(), Duration::from_secs(60));
     let stdout = text(&rec.stdout);
     assert_eq!(rec.status.code(), Some(0), "{stdout}{}", text(&rec.stderr));
     let missed: usize = stdout
@@ -149,7 +170,7 @@ fn a_restarted_reader_resumes_at_the_oldest_record_held() {
 }
 
 /// Starts `tickpipe run` with a health page on `ring`, returning the child once the page says OK.
-fn healthy_engine(dir: &Path, ring: &Path, tag: &str) -> (std::process::Child, PathBuf) {
+fn healthy_engine(dir: &Path, ring: &Path, tag: &str) -> (Kid, PathBuf) {
     let page = dir.join(format!("{tag}.page"));
     let cfg = dir.join(format!("{tag}.toml"));
     std::fs::write(
@@ -162,15 +183,17 @@ fn healthy_engine(dir: &Path, ring: &Path, tag: &str) -> (std::process::Child, P
         ),
     )
     .unwrap();
-    let engine = bin()
-        .args(["run", "--config", s(&cfg), "--md-ring", s(ring)])
-        .args(["--signals", s(&dir.join(format!("{tag}.sig")))])
-        .args(["--from-oldest", "--wait", "30", "--stale-after", "300ms"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let engine = Kid(Some(
+        bin()
+            .args(["run", "--config", s(&cfg), "--md-ring", s(ring)])
+            .args(["--signals", s(&dir.join(format!("{tag}.sig")))])
+            .args(["--from-oldest", "--wait", "30", "--stale-after", "300ms"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
     let mut last = String::new();
     let healthy = wait_until(Duration::from_secs(30), || {
         let out = run(&["health", "--page", s(&page), "--compact"]);
@@ -192,8 +215,8 @@ fn a_killed_writer_engages_the_kill_switch_and_a_restart_recovers() {
     let replay = paced_replay(&capture, &ring, &[]);
     let (engine, page) = healthy_engine(dir.path(), &ring, "first");
 
-    signal(&replay, "KILL");
-    let _ = replay.wait_with_output();
+    signal(replay.get(), "KILL");
+    let _ = replay.take().wait_with_output();
     let killed = Instant::now();
     let mut reasons = serde_json::Value::Null;
     let engaged = wait_until(Duration::from_secs(5), || {
@@ -215,7 +238,7 @@ fn a_killed_writer_engages_the_kill_switch_and_a_restart_recovers() {
             .is_some_and(|r| r.iter().any(|x| x == "writer_dead")),
         "{reasons}"
     );
-    let out = wait_output(engine, Duration::from_secs(30));
+    let out = wait_output(engine.take(), Duration::from_secs(30));
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "{err}");
     assert!(
@@ -223,15 +246,23 @@ fn a_killed_writer_engages_the_kill_switch_and_a_restart_recovers() {
         "{err}"
     );
 
-    // Restart: a new writer recreates the ring at the same path; a new engine attaches to it.
-    let replay = paced_replay(&capture, &ring, &[]);
-    let (engine, page) = healthy_engine(dir.path(), &ring, "second");
+    // Restart, as a supervisor would: engine and writer together, the engine first. It finds
+    // the dead writer's ring, waits, and attaches once the new writer has replaced it.
+    let (engine, page) = {
+        let (d, r) = (dir.path().to_path_buf(), ring.clone());
+        let engine = std::thread::spawn(move || healthy_engine(&d, &r, "second"));
+        std::thread::sleep(Duration::from_millis(500));
+        let replay = paced_replay(&capture, &ring, &[]);
+        let (engine, page) = engine.join().unwrap();
+        ((engine, replay), page)
+    };
+    let (engine, replay) = engine;
     let out = run(&["health", "--page", s(&page), "--compact"]);
     let j: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
     assert_eq!(j["kill_switch"]["engaged"], false, "{j}");
-    signal(&engine, "INT");
-    let out = wait_output(engine, Duration::from_secs(30));
+    signal(engine.get(), "INT");
+    let out = wait_output(engine.take(), Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    signal(&replay, "INT");
-    let _ = wait_output(replay, Duration::from_secs(30));
+    signal(replay.get(), "INT");
+    let _ = wait_output(replay.take(), Duration::from_secs(30));
 }
