@@ -23,6 +23,7 @@ pub mod msg;
 pub mod orchestrator;
 pub mod sample;
 pub mod signal;
+pub mod source;
 pub mod stage;
 pub mod stages;
 pub mod swap;
