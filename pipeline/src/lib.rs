@@ -27,6 +27,7 @@ pub mod source;
 pub mod stage;
 pub mod stages;
 pub mod swap;
+pub mod udp;
 
 pub use config::{EngineConfig, ThreadingMode};
 pub use engine::{Engine, EngineReport};

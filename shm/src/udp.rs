@@ -201,13 +201,19 @@ impl UringUdpRecv {
         if !opts.buffers.is_power_of_two() || !(2..=32_768).contains(&opts.buffers) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("io_uring receive buffers must be a power of two from 2 to 32768, not {}", opts.buffers),
+                format!(
+                    "io_uring receive buffers must be a power of two from 2 to 32768, not {}",
+                    opts.buffers
+                ),
             ));
         }
         if !(64..=1 << 20).contains(&opts.buffer_len) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("io_uring receive buffer length must be 64 B to 1 MiB, not {}", opts.buffer_len),
+                format!(
+                    "io_uring receive buffer length must be 64 B to 1 MiB, not {}",
+                    opts.buffer_len
+                ),
             ));
         }
         let ring = IoUring::new(u32::from(opts.buffers))
@@ -259,11 +265,16 @@ impl UringUdpRecv {
     /// says why and leaves nothing registered or queued.
     fn start_multishot(&mut self) -> Result<(), String> {
         let n = usize::from(self.buffers);
-        let ring_mem = anon((n * ENTRY_LEN).max(4096)).map_err(|e| format!("mapping the buffer ring: {e}"))?;
+        let ring_mem =
+            anon((n * ENTRY_LEN).max(4096)).map_err(|e| format!("mapping the buffer ring: {e}"))?;
         let addr = ring_mem.as_ptr() as u64;
         // SAFETY: `ring_mem` is a page-aligned mapping of `buffers` 16-byte entries, kept in
         // `self.bufring` until the ring is dropped (the registration ends with the ring).
-        let reg = unsafe { self.ring.submitter().register_buf_ring_with_flags(addr, self.buffers, GROUP, 0) };
+        let reg = unsafe {
+            self.ring
+                .submitter()
+                .register_buf_ring_with_flags(addr, self.buffers, GROUP, 0)
+        };
         if let Err(e) = reg {
             return Err(format!("provided buffer rings need Linux 5.19+: {e}"));
         }
@@ -332,13 +343,21 @@ impl UringUdpRecv {
         let Some(ring) = &self.bufring else { return };
         let slot = usize::from(self.tail & (self.buffers - 1));
         let entry = ring.as_mut_ptr().wrapping_add(slot * ENTRY_LEN);
-        let addr = self.mem.as_ptr().wrapping_add(usize::from(bid) * self.buffer_len) as u64;
+        let addr = self
+            .mem
+            .as_ptr()
+            .wrapping_add(usize::from(bid) * self.buffer_len) as u64;
         // SAFETY: `entry` is in bounds of the ring mapping (slot < buffers) and 16-byte aligned
         // (page-aligned base); this slot is free: at most `buffers` buffers exist, so the kernel
         // has consumed whatever entry was here. The kernel only reads entries.
         unsafe { entry.cast::<u64>().write(addr) };
         // SAFETY: as above, bytes 8..12 of the entry (u32-aligned).
-        unsafe { entry.wrapping_add(8).cast::<u32>().write(self.buffer_len as u32) };
+        unsafe {
+            entry
+                .wrapping_add(8)
+                .cast::<u32>()
+                .write(self.buffer_len as u32)
+        };
         // SAFETY: as above, bytes 12..14 of the entry (u16-aligned); bytes 14..16 of entry 0
         // are the tail and are left alone.
         unsafe { entry.wrapping_add(12).cast::<u16>().write(bid) };
@@ -438,7 +457,10 @@ impl UringUdpRecv {
         let Some((bid, len)) = self.current else {
             return &[];
         };
-        let ptr = self.mem.as_ptr().wrapping_add(usize::from(bid) * self.buffer_len);
+        let ptr = self
+            .mem
+            .as_ptr()
+            .wrapping_add(usize::from(bid) * self.buffer_len);
         // SAFETY: buffer `bid` is in bounds (bid < buffers, len <= buffer_len) and held: the
         // kernel completed its receive and it is queued again only in `advance`, which takes
         // `&mut self` and so outlives no slice returned here.
@@ -463,7 +485,11 @@ impl UringUdpRecv {
     /// Cancels every queued receive and waits until the kernel has completed them all.
     fn cancel_all(&mut self) -> io::Result<()> {
         let targets: Vec<u64> = if self.bufring.is_some() {
-            if self.in_kernel[0] { vec![MULTI] } else { vec![] }
+            if self.in_kernel[0] {
+                vec![MULTI]
+            } else {
+                vec![]
+            }
         } else {
             (0..self.buffers)
                 .filter(|&b| self.in_kernel[usize::from(b)])
