@@ -254,10 +254,12 @@ impl UringUdpRecv {
                 Err(why) => rx.mode = RecvMode::SingleShot { why },
             }
         }
+        // Queued, not submitted: the first `advance`, on the reading thread, submits them (the
+        // kernel cancels a task's receives when the task exits, and set-up may run on a
+        // short-lived thread).
         for i in 0..opts.buffers {
             rx.queue_single(i)?;
         }
-        rx.submit()?;
         Ok(rx)
     }
 
@@ -299,6 +301,11 @@ impl UringUdpRecv {
             self.bufring = None;
             return Err(format!("multishot recv needs Linux 6.0+: {e}"));
         }
+        // Supported. Cancel this probe and queue the receive again without submitting it: the
+        // first `advance`, on the reading thread, submits it (see `new`).
+        self.cancel_all()
+            .map_err(|e| format!("cancelling the multishot probe: {e}"))?;
+        self.arm();
         Ok(())
     }
 
@@ -429,7 +436,10 @@ impl UringUdpRecv {
                         return Ok(true);
                     }
                     (n, _) if n >= 0 || n == -libc::ENOBUFS => continue,
-                    (n, _) if n == -libc::EINTR || n == -libc::EAGAIN => continue,
+                    // ECANCELED: the thread that submitted it exited (re-armed above).
+                    (n, _) if n == -libc::EINTR || n == -libc::EAGAIN || n == -libc::ECANCELED => {
+                        continue;
+                    }
                     (n, _) => return Err(io::Error::from_raw_os_error(-n)),
                 }
             }
@@ -444,7 +454,8 @@ impl UringUdpRecv {
                 self.current = Some((bid, (res as usize).min(self.buffer_len)));
                 return Ok(true);
             }
-            if res == -libc::EINTR || res == -libc::EAGAIN {
+            if res == -libc::EINTR || res == -libc::EAGAIN || res == -libc::ECANCELED {
+                // ECANCELED: the thread that submitted it exited; queue it again from this one.
                 self.queue_single(bid)?;
                 continue;
             }
@@ -639,6 +650,24 @@ mod tests {
             assert_eq!(recv_one(&mut rx), vec![i]);
         }
         assert!(rx.rearms() >= 1);
+    }
+
+    #[test]
+    fn uring_udp_receives_after_the_setup_thread_exits() {
+        // The engine sets sources up on a start-up thread that then ends; the kernel cancels a
+        // task's requests when it exits, so nothing may stay submitted from there.
+        for single in [false, true] {
+            let made = std::thread::spawn(move || receiver(single)).join().unwrap();
+            let Some((mut rx, addr)) = made else {
+                return;
+            };
+            let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+            for i in 0..3u8 {
+                tx.send_to(&[i], addr).unwrap();
+                assert_eq!(recv_one(&mut rx), vec![i], "{}", rx.mode());
+            }
+            assert_eq!(rx.rearms(), 0, "{}", rx.mode());
+        }
     }
 
     #[test]
