@@ -351,7 +351,8 @@ pub fn run(opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<RunOutcome> {
         match &udp_stats {
             Some(u) => format!(
                 "udp {} ({}, receive buffer {} bytes)",
-                u.local_addr.map_or_else(|| "?".to_string(), |a| a.to_string()),
+                u.local_addr
+                    .map_or_else(|| "?".to_string(), |a| a.to_string()),
                 u.backend,
                 u.recv_buffer
             ),

@@ -22,6 +22,8 @@ use crate::control_api::EngineApi;
 
 /// The market-data source the engine reads.
 #[derive(Debug)]
+// Built once at start-up and moved into the engine: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum MdInput {
     /// The shared-memory ring.
     Ring(RingReader<MappedRegion>),
@@ -156,7 +158,10 @@ impl Component for EngineComponent {
     }
 
     fn start(&mut self) -> Result<(), String> {
-        let md = self.md.take().ok_or("the market-data source was not handed over")?;
+        let md = self
+            .md
+            .take()
+            .ok_or("the market-data source was not handed over")?;
         let signals = self
             .signals
             .take()

@@ -106,11 +106,9 @@ impl UdpSender {
             "[::]:0".parse()?
         };
         let sock = UdpSocket::bind(local).context("binding the sending UDP socket")?;
-        if opts.addr.ip().is_multicast() {
-            if opts.addr.is_ipv4() {
-                sock.set_multicast_ttl_v4(opts.multicast_ttl)
-                    .context("setting the multicast TTL")?;
-            }
+        if opts.addr.ip().is_multicast() && opts.addr.is_ipv4() {
+            sock.set_multicast_ttl_v4(opts.multicast_ttl)
+                .context("setting the multicast TTL")?;
         }
         Ok(Self {
             sock,

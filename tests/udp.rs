@@ -72,8 +72,14 @@ fn via_ring(records: &[Vec<u8>]) -> (Vec<[u8; SIGNAL_LEN]>, EngineReport) {
     let reader = RingReader::new(md.region().clone(), md_info, StartAt::Oldest);
     let (sig, mut sig_reader) = signal_ring();
     let clock = quanta::Clock::new();
-    let engine = Engine::start(&config(), reader, sig, clock.clone(), ThreadHooks::default())
-        .unwrap();
+    let engine = Engine::start(
+        &config(),
+        reader,
+        sig,
+        clock.clone(),
+        ThreadHooks::default(),
+    )
+    .unwrap();
     for r in records {
         md.publish(r, clock.raw()).unwrap();
     }
@@ -109,8 +115,14 @@ fn via_udp(
     let stats = source.stats();
     let to = source.local_addr().unwrap();
     let (sig, mut sig_reader) = signal_ring();
-    let mut engine =
-        Engine::start(&config(), source, sig, clock.clone(), ThreadHooks::default()).unwrap();
+    let mut engine = Engine::start(
+        &config(),
+        source,
+        sig,
+        clock.clone(),
+        ThreadHooks::default(),
+    )
+    .unwrap();
     let mut sender = UdpSender::new(send(to), clock).unwrap();
     for (i, r) in records.iter().enumerate() {
         sender.push(r).unwrap();
@@ -210,13 +222,7 @@ fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
 
 /// Starts `tickpipe run --udp 127.0.0.1:0 ...`, waits for it to say where it listens, and
 /// returns the child, the address and a channel with the rest of its standard error.
-fn start_run(
-    args: &[&str],
-) -> (
-    std::process::Child,
-    String,
-    mpsc::Receiver<String>,
-) {
+fn start_run(args: &[&str]) -> (std::process::Child, String, mpsc::Receiver<String>) {
     let mut child = spawn(args);
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
@@ -309,7 +315,11 @@ fn run_udp_beside_replay_udp() {
         let engine = wait_output(engine, Duration::from_secs(60));
         let errors: Vec<String> = stderr.try_iter().collect();
         let report = text(&engine.stdout);
-        if backend == "uring" && errors.iter().any(|l| l.contains("io_uring receive unavailable")) {
+        if backend == "uring"
+            && errors
+                .iter()
+                .any(|l| l.contains("io_uring receive unavailable"))
+        {
             eprintln!("SKIPPED: the uring backend: {errors:?}");
             continue;
         }
@@ -349,7 +359,9 @@ fn run_udp_beside_replay_udp() {
                     "{report}"
                 );
                 assert!(
-                    errors.iter().any(|l| l.contains("8 records were lost (gaps in the UDP feed)")),
+                    errors
+                        .iter()
+                        .any(|l| l.contains("8 records were lost (gaps in the UDP feed)")),
                     "{errors:?}"
                 );
             }
