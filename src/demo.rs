@@ -80,6 +80,7 @@ pub fn run(opts: &DemoOptions, stop: &Arc<AtomicBool>) -> Result<()> {
     let replay_opts = ReplayOptions {
         captures: vec![capture.clone()],
         ring: ring.clone(),
+        udp: None,
         speed: opts.speed,
         loops: 1,
         max_gap: Some(Duration::from_millis(10)),

@@ -201,8 +201,10 @@ pub fn print_counters(out: &mut impl Write, report: &EngineReport) -> std::io::R
 pub struct RunOptions {
     /// Engine profile.
     pub config: EngineConfig,
-    /// Market-data ring.
+    /// Market-data ring (unused with `udp`).
     pub md_ring: PathBuf,
+    /// Read market data from UDP instead of the ring.
+    pub udp: Option<tickpipe_pipeline::udp::UdpConfig>,
     /// Signal ring to create.
     pub signal_ring: PathBuf,
     /// How long to wait for the market-data ring.
@@ -226,17 +228,30 @@ pub enum RunEnd {
     Signal,
     /// The writer's process died without finishing.
     WriterDead,
-    /// Ingest stopped on a corrupt ring.
+    /// Ingest stopped on a corrupt ring (or a failed socket).
     Corrupt,
+    /// The UDP feed went quiet for longer than its idle timeout.
+    IdleTimeout,
+}
+
+/// What `run` did.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// How it ended.
+    pub end: RunEnd,
+    /// The engine's report.
+    pub report: EngineReport,
+    /// The UDP source's counters (UDP runs).
+    pub udp: Option<tickpipe_pipeline::udp::UdpCounts>,
 }
 
 /// Runs the engine on an existing market-data ring until the writer finishes, a signal arrives
-/// or the writer dies. Start-up goes through the orchestrator (see [`crate::startup`]): its
+/// or the writer dies; or on a UDP feed until its end of stream, its idle timeout or a signal. Start-up goes through the orchestrator (see [`crate::startup`]): its
 /// report, and the time from start to the first processed event, go to standard error.
 ///
 /// # Errors
 /// Set-up failures (ring missing or invalid, engine start-up), with the start-up report.
-pub fn run(opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<(RunEnd, EngineReport)> {
+pub fn run(opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<RunOutcome> {
     use tickpipe_pipeline::orchestrator::{ComponentSpec, Orchestrator, Output, RetryPolicy};
     if opts.config.mode == ThreadingMode::Invoker {
         bail!("mode = \"invoker\" needs a caller to drive it; use dedicated or shared for `run`");
@@ -257,16 +272,33 @@ pub fn run(opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<(RunEnd, EngineR
         ..opts.startup
     };
     let mut orch = Orchestrator::new(opts.startup);
-    orch.add_with(
-        crate::startup::MdRing {
-            path: opts.md_ring.clone(),
-            wait: opts.wait,
-            from_oldest: opts.from_oldest,
-            stale_after: opts.stale_after,
-            out: md.clone(),
-        },
-        ComponentSpec::new(&[]).with_policy(once(opts.wait + Duration::from_secs(5))),
-    );
+    let udp_stats = Output::new();
+    let md_name = match &opts.udp {
+        Some(cfg) => {
+            orch.add_with(
+                crate::startup::MdUdp {
+                    config: cfg.clone(),
+                    out: md.clone(),
+                    stats: udp_stats.clone(),
+                },
+                ComponentSpec::new(&[]).with_policy(once(opts.startup.timeout)),
+            );
+            "md-udp"
+        }
+        None => {
+            orch.add_with(
+                crate::startup::MdRing {
+                    path: opts.md_ring.clone(),
+                    wait: opts.wait,
+                    from_oldest: opts.from_oldest,
+                    stale_after: opts.stale_after,
+                    out: md.clone(),
+                },
+                ComponentSpec::new(&[]).with_policy(once(opts.wait + Duration::from_secs(5))),
+            );
+            "md-ring"
+        }
+    };
     orch.add_with(
         crate::startup::SignalRing {
             path: opts.signal_ring.clone(),
@@ -284,7 +316,7 @@ pub fn run(opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<(RunEnd, EngineR
             api: api.clone(),
             registry: opts.registry.clone(),
         },
-        ComponentSpec::new(&["md-ring", "signal-ring"]).with_policy(once(opts.startup.timeout)),
+        ComponentSpec::new(&[md_name, "signal-ring"]).with_policy(once(opts.startup.timeout)),
     );
     if let Some(c) = &opts.config.control {
         orch.add_with(
@@ -308,12 +340,25 @@ pub fn run(opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<(RunEnd, EngineR
     let engine: Engine = engine_out
         .take()
         .ok_or_else(|| anyhow::anyhow!("the engine component handed over no engine"))?;
-    let (watch, info) = mapped::inspect(&opts.md_ring)?;
-    let writer_pid = info.writer.pid;
+    let udp_stats: Option<Arc<tickpipe_pipeline::udp::UdpStats>> = udp_stats.take();
+    // The ring's header, watched for a writer that dies (a UDP feed has its idle timeout).
+    let watch = match &opts.udp {
+        Some(_) => None,
+        None => Some(mapped::inspect(&opts.md_ring)?),
+    };
     eprintln!(
         "tickpipe run: engine running ({} mode) on {} -> signals {}{}{}",
         opts.config.mode,
-        opts.md_ring.display(),
+        match &udp_stats {
+            Some(u) => format!(
+                "udp {} ({}, receive buffer {} bytes)",
+                u.local_addr
+                    .map_or_else(|| "?".to_string(), |a| a.to_string()),
+                u.backend,
+                u.recv_buffer
+            ),
+            None => opts.md_ring.display().to_string(),
+        },
         opts.signal_ring.display(),
         addr.get()
             .map(|a| format!(", control plane http://{a}"))
@@ -346,7 +391,11 @@ pub fn run(opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<(RunEnd, EngineR
             engine.stop();
             break;
         }
-        let status = tickpipe_shm::ring::writer_status(tickpipe_shm::Region::words(&watch));
+        let Some((watch, info)) = &watch else {
+            continue;
+        };
+        let writer_pid = info.writer.pid;
+        let status = tickpipe_shm::ring::writer_status(tickpipe_shm::Region::words(watch));
         let age = mapped::unix_now_ns().saturating_sub(status.heartbeat_ns);
         if status.state == WriterState::Running
             && age > opts.stale_after.as_nanos() as u64
@@ -363,10 +412,13 @@ pub fn run(opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<(RunEnd, EngineR
     }
     let report = engine.join()?;
     eprintln!("tickpipe run: shutdown\n{}", running.stop());
+    let udp = udp_stats.map(|s| s.counts());
     if report.ingest.fatal.is_some() {
         end = RunEnd::Corrupt;
+    } else if end == RunEnd::WriterFinished && udp.is_some_and(|u| u.idle_timeout && !u.end) {
+        end = RunEnd::IdleTimeout;
     }
-    Ok((end, report))
+    Ok(RunOutcome { end, report, udp })
 }
 
 /// What `profile` replays.

@@ -25,4 +25,5 @@ pub mod ringstat;
 pub mod shutdown;
 pub mod startup;
 pub mod synth;
+pub mod udp_send;
 pub mod uring;

@@ -34,14 +34,30 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Publish captured DBN records into a shared-memory ring.
+    /// Publish captured DBN records into a shared-memory ring, or send them as UDP datagrams.
     Replay {
         /// DBN captures (.dbn, .dbn.zst, or metadata-less *.frag*), replayed in order as one stream.
         #[arg(required = true)]
         captures: Vec<PathBuf>,
         /// Ring file to create (normally under /dev/shm).
-        #[arg(long)]
-        ring: PathBuf,
+        #[arg(long, required_unless_present = "udp", conflicts_with = "udp")]
+        ring: Option<PathBuf>,
+        /// Send the records as UDP datagrams to this address (unicast or multicast group,
+        /// e.g. 127.0.0.1:5000 or 239.1.1.1:5000) instead of publishing into a ring.
+        #[arg(long, value_name = "ADDR")]
+        udp: Option<std::net::SocketAddr>,
+        /// UDP: most records in one datagram.
+        #[arg(long, default_value_t = 64, requires = "udp")]
+        records_per_datagram: u16,
+        /// UDP: most bytes in one datagram, header included (1472 fits an Ethernet MTU).
+        #[arg(long, default_value_t = 1472, requires = "udp")]
+        max_datagram: usize,
+        /// UDP, testing: do not send the datagram with this sequence number (repeatable).
+        #[arg(long, hide = true, requires = "udp")]
+        drop_seq: Vec<u64>,
+        /// UDP, testing: do not send every Nth datagram.
+        #[arg(long, hide = true, requires = "udp")]
+        drop_every: Option<u64>,
         /// 1 = as captured, N = N times faster, max = no pacing.
         #[arg(long, default_value = "max")]
         speed: Speed,
@@ -122,6 +138,24 @@ enum Command {
         /// Model registry that the control plane promotes from (default models/registry).
         #[arg(long)]
         registry: Option<PathBuf>,
+        /// Read market data from UDP datagrams on this address (a multicast group is joined)
+        /// instead of a ring; `--from-oldest` then counts datagrams before the first received
+        /// as lost.
+        #[arg(long, value_name = "ADDR", conflicts_with = "md_ring")]
+        udp: Option<std::net::SocketAddr>,
+        /// UDP receive path: mio (non-blocking recv), uring (io_uring multishot where the kernel
+        /// has it), uring-single (io_uring single-shot recv).
+        #[arg(long, default_value = "mio", requires = "udp")]
+        udp_backend: tickpipe::pipeline::udp::UdpBackend,
+        /// UDP: end the stream when no datagram arrived for this long (after the first one).
+        #[arg(long, value_parser = parse_duration, requires = "udp")]
+        udp_idle_timeout: Option<Duration>,
+        /// UDP: interface address for an IPv4 multicast join.
+        #[arg(long, requires = "udp")]
+        udp_interface: Option<std::net::Ipv4Addr>,
+        /// UDP: largest datagram received whole (bytes).
+        #[arg(long, default_value_t = 9216, requires = "udp")]
+        udp_max_datagram: usize,
     },
     /// Replay into a private ring with the engine behind it; report latency per stage.
     Profile {
@@ -432,6 +466,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Replay {
             captures,
             ring,
+            udp,
+            records_per_datagram,
+            max_datagram,
+            drop_seq,
+            drop_every,
             speed,
             loops,
             max_gap,
@@ -442,7 +481,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let stop = tickpipe::shutdown::on_signal()?;
             let opts = ReplayOptions {
                 captures,
-                ring,
+                ring: ring.unwrap_or_default(),
+                udp: udp.map(|addr| tickpipe::udp_send::UdpSendOptions {
+                    records_per_datagram,
+                    max_datagram,
+                    drop_seqs: drop_seq.into_iter().collect(),
+                    drop_every,
+                    ..tickpipe::udp_send::UdpSendOptions::new(addr)
+                }),
                 speed,
                 loops,
                 max_gap,
@@ -689,21 +735,37 @@ fn run(cli: Cli) -> Result<ExitCode> {
             from_oldest,
             stale_after,
             registry,
+            udp,
+            udp_backend,
+            udp_idle_timeout,
+            udp_interface,
+            udp_max_datagram,
         } => {
             let stop = tickpipe::shutdown::on_signal()?;
             let cfg = EngineConfig::load(&config)?;
-            let md_ring = md_ring.or_else(|| cfg.md_ring.clone()).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "no market-data ring: give --md-ring or set md_ring in {}",
+            let udp = udp.map(|addr| tickpipe::pipeline::udp::UdpConfig {
+                backend: udp_backend,
+                interface: udp_interface,
+                idle_timeout: udp_idle_timeout,
+                max_datagram: udp_max_datagram,
+                from_start: from_oldest,
+                ..tickpipe::pipeline::udp::UdpConfig::new(addr)
+            });
+            let md_ring = match (&udp, md_ring.or_else(|| cfg.md_ring.clone())) {
+                (_, Some(p)) => p,
+                (Some(_), None) => PathBuf::new(),
+                (None, None) => anyhow::bail!(
+                    "no market-data ring: give --md-ring, --udp, or set md_ring in {}",
                     config.display()
-                )
-            })?;
+                ),
+            };
             let signal_ring = signals
                 .or_else(|| cfg.signal_ring.clone())
                 .unwrap_or_else(|| tickpipe::engine_cmd::default_ring_path("signals"));
             let opts = RunOptions {
                 config: cfg,
                 md_ring,
+                udp,
                 signal_ring,
                 wait: seconds("--wait", wait)?,
                 from_oldest,
@@ -711,7 +773,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 registry: tickpipe::registry_cmd::registry_dir(registry.as_deref()),
                 startup: Default::default(),
             };
-            let (end, report) = tickpipe::engine_cmd::run(&opts, &stop)?;
+            let tickpipe::engine_cmd::RunOutcome { end, report, udp } =
+                tickpipe::engine_cmd::run(&opts, &stop)?;
             let series = tickpipe::engine_cmd::series(&report)?;
             let mut out = std::io::stdout().lock();
             tickpipe::profile_report::print_table(
@@ -723,6 +786,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 },
             )?;
             tickpipe::engine_cmd::print_counters(&mut out, &report)?;
+            if let Some(u) = &udp {
+                use std::io::Write as _;
+                writeln!(out, "udp: {u}")?;
+            }
             Ok(match end {
                 RunEnd::WriterDead => ExitCode::from(EXIT_WRITER_DEAD),
                 RunEnd::Corrupt => {
@@ -734,8 +801,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 _ if report.main_path_loss() > 0 => {
                     eprintln!(
-                        "tickpipe run: error: {} records were lost (lapped by the writer)",
-                        report.main_path_loss()
+                        "tickpipe run: error: {} records were lost ({})",
+                        report.main_path_loss(),
+                        if udp.is_some() {
+                            "gaps in the UDP feed"
+                        } else {
+                            "lapped by the writer"
+                        }
                     );
                     ExitCode::from(EXIT_DATA_LOSS)
                 }

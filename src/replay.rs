@@ -1,5 +1,6 @@
-//! `tickpipe replay`: publishes captured DBN records into a shared-memory ring, paced by their
-//! receive timestamps or as fast as possible.
+//! `tickpipe replay`: publishes captured DBN records into a shared-memory ring, or sends them
+//! as UDP datagrams ([`crate::udp_send`]), paced by their receive timestamps or as fast as
+//! possible.
 //!
 //! Pacing busy-waits on the TSC (quanta) rather than sleeping: a sleep wakes tens of
 //! microseconds late, a spin wakes within nanoseconds. Each record's schedule is
@@ -25,6 +26,7 @@ use tickpipe_shm::mapped::{self, CreateOptions, MappedRegion};
 use tickpipe_shm::{RingWriter, WriteError};
 
 use crate::capture::{self, Capture};
+use crate::udp_send::{SendStats, UdpSendOptions, UdpSender};
 
 /// Replay speed.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -55,8 +57,10 @@ impl std::str::FromStr for Speed {
 pub struct ReplayOptions {
     /// Captures, replayed in order as one stream.
     pub captures: Vec<PathBuf>,
-    /// The ring file to create.
+    /// The ring file to create (unused when sending over UDP).
     pub ring: PathBuf,
+    /// Send over UDP instead of publishing into a ring.
+    pub udp: Option<UdpSendOptions>,
     /// Pacing.
     pub speed: Speed,
     /// How many times to replay the captures.
@@ -89,6 +93,8 @@ pub struct ReplaySummary {
     pub spin_time: Duration,
     /// Stopped by a signal before the end.
     pub interrupted: bool,
+    /// What the UDP sender did (UDP replays).
+    pub udp: Option<SendStats>,
 }
 
 impl ReplaySummary {
@@ -102,11 +108,14 @@ impl ReplaySummary {
         };
         writeln!(
             out,
-            "replay: {} records from {} capture(s) x{} into {} in {:.3} s ({:.0} records/s){}",
+            "replay: {} records from {} capture(s) x{} {} in {:.3} s ({:.0} records/s){}",
             self.records,
             opts.captures.len(),
             opts.loops,
-            opts.ring.display(),
+            match &opts.udp {
+                Some(u) => format!("to udp {}", u.addr),
+                None => format!("into {}", opts.ring.display()),
+            },
             secs,
             rate,
             if self.interrupted {
@@ -115,6 +124,21 @@ impl ReplaySummary {
                 ""
             }
         )?;
+        if let (Some(u), Some(o)) = (&self.udp, &opts.udp) {
+            writeln!(
+                out,
+                "udp: {} datagrams sent ({} bytes, up to {} records / {} bytes each), {} skipped on \
+                 purpose ({} records), {} heartbeats, end of stream sent x{}",
+                u.datagrams,
+                u.bytes,
+                o.records_per_datagram,
+                o.max_datagram,
+                u.dropped,
+                u.dropped_records,
+                u.heartbeats,
+                o.end_repeats.max(1)
+            )?;
+        }
         let line = |h: &Histogram<u64>| {
             format!(
                 "p50 {} ns  p99 {} ns  p99.9 {} ns  max {} ns  (n={})",
@@ -155,6 +179,33 @@ impl ReplaySummary {
 }
 
 const HEARTBEAT_EVERY_NS: u64 = 50_000_000;
+
+/// Where a replay publishes.
+enum Out {
+    Ring(RingWriter<MappedRegion>),
+    Udp(UdpSender),
+}
+
+impl Out {
+    fn heartbeat(&mut self) {
+        match self {
+            Out::Ring(w) => w.heartbeat(mapped::unix_now_ns()),
+            // A lost heartbeat is harmless; a broken socket shows at the next record.
+            Out::Udp(u) => {
+                let _ = u.heartbeat();
+            }
+        }
+    }
+
+    /// Sends what a UDP sender holds before the pacer waits: records due together share a
+    /// datagram, and none waits for a later one.
+    fn before_wait(&mut self) -> Result<()> {
+        match self {
+            Out::Ring(_) => Ok(()),
+            Out::Udp(u) => u.flush(),
+        }
+    }
+}
 const PROGRESS_EVERY_NS: u64 = 250_000_000;
 
 struct Pacer {
@@ -181,15 +232,12 @@ impl Pacer {
 
     /// Advances the schedule to the record stamped `ts` and spins until it is due.
     /// Returns the schedule instant, or `None` when the record goes out unpaced.
-    fn wait_for(
-        &mut self,
-        ts: u64,
-        writer: &RingWriter<MappedRegion>,
-        stop: &AtomicBool,
-    ) -> Option<u64> {
-        let speed = self.speed?;
+    fn wait_for(&mut self, ts: u64, writer: &mut Out, stop: &AtomicBool) -> Result<Option<u64>> {
+        let Some(speed) = self.speed else {
+            return Ok(None);
+        };
         if ts == dbn::UNDEF_TIMESTAMP {
-            return None;
+            return Ok(None);
         }
         if let Some(last) = self.last_ts {
             let mut gap = ts.saturating_sub(last);
@@ -202,8 +250,9 @@ impl Pacer {
         let now = self.elapsed_ns();
         if now >= self.schedule_ns {
             let _ = self.lag.record((now - self.schedule_ns).max(1));
-            return None;
+            return Ok(None);
         }
+        writer.before_wait()?;
         let first = now;
         let mut spins = 0u32;
         let mut prev = now;
@@ -218,13 +267,13 @@ impl Pacer {
             prev = now;
             if now >= self.schedule_ns {
                 self.spin_ns += now - first;
-                return Some(self.schedule_ns);
+                return Ok(Some(self.schedule_ns));
             }
             spins = spins.wrapping_add(1);
             if spins.is_multiple_of(4096) {
                 if stop.load(Ordering::Relaxed) {
                     self.spin_ns += now - first;
-                    return None;
+                    return Ok(None);
                 }
                 self.housekeeping(now, writer, None);
             }
@@ -232,9 +281,9 @@ impl Pacer {
         }
     }
 
-    fn housekeeping(&mut self, now: u64, writer: &RingWriter<MappedRegion>, progress: Option<u64>) {
+    fn housekeeping(&mut self, now: u64, writer: &mut Out, progress: Option<u64>) {
         if now - self.last_heartbeat_ns >= HEARTBEAT_EVERY_NS {
-            writer.heartbeat(mapped::unix_now_ns());
+            writer.heartbeat();
             self.last_heartbeat_ns = now;
         }
         if let Some(records) = progress
@@ -259,8 +308,8 @@ impl Pacer {
 /// Runs a replay until the captures are exhausted or `stop` is set.
 ///
 /// # Errors
-/// An unreadable or invalid capture, captures that cannot form one stream, a ring that cannot be
-/// created, or a record larger than the ring's `max_payload`.
+/// An unreadable or invalid capture, captures that cannot form one stream, a ring (or socket)
+/// that cannot be created, a record larger than the ring's `max_payload`, or a failed send.
 pub fn run(opts: &ReplayOptions, stop: &Arc<AtomicBool>) -> Result<ReplaySummary> {
     if opts.captures.is_empty() {
         bail!("no capture given");
@@ -276,10 +325,14 @@ pub fn run(opts: &ReplayOptions, stop: &Arc<AtomicBool>) -> Result<ReplaySummary
         .collect::<Result<Vec<_>, _>>()?;
     let metadata = capture::stream_metadata(&captures)?;
     let meta = capture::encode_metadata(&metadata).context("encoding the stream's DBN metadata")?;
-    let mut writer = mapped::create(&opts.ring, &opts.ring_options, &meta)
-        .with_context(|| format!("creating ring {}", opts.ring.display()))?;
-
     let clock = quanta::Clock::new();
+    let mut writer = match &opts.udp {
+        Some(u) => Out::Udp(UdpSender::new(u.clone(), clock.clone())?),
+        None => Out::Ring(
+            mapped::create(&opts.ring, &opts.ring_options, &meta)
+                .with_context(|| format!("creating ring {}", opts.ring.display()))?,
+        ),
+    };
     let mut pacer = Pacer {
         start_ticks: clock.raw(),
         clock,
@@ -318,20 +371,36 @@ pub fn run(opts: &ReplayOptions, stop: &Arc<AtomicBool>) -> Result<ReplaySummary
         for mut capture in captures {
             let path = capture.path().to_path_buf();
             let flow = capture.visit(|rec| {
-                let scheduled = pacer.wait_for(rec.raw_index_ts(), &writer, stop);
+                let scheduled = match pacer.wait_for(rec.raw_index_ts(), &mut writer, stop) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        failure = Some(e);
+                        return ControlFlow::Break(());
+                    }
+                };
                 if stop.load(Ordering::Relaxed) {
                     interrupted = true;
                     return ControlFlow::Break(());
                 }
                 let stamp = pacer.clock.raw();
-                if let Err(WriteError::TooLarge { len, max }) = writer.publish(rec.as_ref(), stamp)
-                {
-                    failure = Some(anyhow::anyhow!(
-                        "{}: record {} of {len} bytes exceeds the ring's max payload of {max}",
-                        path.display(),
-                        records + 1
-                    ));
-                    return ControlFlow::Break(());
+                match &mut writer {
+                    Out::Ring(w) => {
+                        if let Err(WriteError::TooLarge { len, max }) = w.publish(rec.as_ref(), stamp)
+                        {
+                            failure = Some(anyhow::anyhow!(
+                                "{}: record {} of {len} bytes exceeds the ring's max payload of {max}",
+                                path.display(),
+                                records + 1
+                            ));
+                            return ControlFlow::Break(());
+                        }
+                    }
+                    Out::Udp(u) => {
+                        if let Err(e) = u.push(rec.as_ref()) {
+                            failure = Some(e.context(path.display().to_string()));
+                            return ControlFlow::Break(());
+                        }
+                    }
                 }
                 records += 1;
                 if let Some(due) = scheduled {
@@ -342,7 +411,7 @@ pub fn run(opts: &ReplayOptions, stop: &Arc<AtomicBool>) -> Result<ReplaySummary
                 }
                 if records.is_multiple_of(1024) {
                     let now = pacer.elapsed_ns();
-                    pacer.housekeeping(now, &writer, show_progress.then_some(records));
+                    pacer.housekeeping(now, &mut writer, show_progress.then_some(records));
                 }
                 ControlFlow::Continue(())
             })?;
@@ -355,8 +424,14 @@ pub fn run(opts: &ReplayOptions, stop: &Arc<AtomicBool>) -> Result<ReplaySummary
         }
     }
     let elapsed = Duration::from_nanos(pacer.elapsed_ns());
-    writer.heartbeat(mapped::unix_now_ns());
-    writer.finish();
+    writer.heartbeat();
+    let udp = match &mut writer {
+        Out::Ring(w) => {
+            w.finish();
+            None
+        }
+        Out::Udp(u) => Some(u.finish()?),
+    };
     if show_progress {
         eprintln!();
     }
@@ -371,5 +446,6 @@ pub fn run(opts: &ReplayOptions, stop: &Arc<AtomicBool>) -> Result<ReplaySummary
         ),
         spin_time: Duration::from_nanos(pacer.spin_ns),
         interrupted,
+        udp,
     })
 }

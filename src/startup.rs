@@ -2,7 +2,7 @@
 //! ([`tickpipe_pipeline::orchestrator`]):
 //!
 //! ```text
-//! level 0   md-ring (attach)      signal-ring (create)
+//! level 0   md-ring (attach) or md-udp (bind)      signal-ring (create)
 //! level 1   engine (model loads, stages, health monitor and page)
 //! level 2   control (HTTP control plane; optional: start-up degrades without it)
 //! ```
@@ -12,12 +12,24 @@ use std::time::Duration;
 
 use tickpipe_pipeline::control::{ControlHandle, ControlServer};
 use tickpipe_pipeline::orchestrator::{Component, Output};
+use tickpipe_pipeline::udp::{UdpConfig, UdpSource};
 use tickpipe_pipeline::{Engine, EngineConfig, ThreadHooks};
 use tickpipe_shm::mapped::{self, AttachOptions, MappedRegion};
 use tickpipe_shm::ring::content;
 use tickpipe_shm::{RingReader, RingWriter, StartAt};
 
 use crate::control_api::EngineApi;
+
+/// The market-data source the engine reads.
+#[derive(Debug)]
+// Built once at start-up and moved into the engine: its size does not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum MdInput {
+    /// The shared-memory ring.
+    Ring(RingReader<MappedRegion>),
+    /// A UDP feed.
+    Udp(UdpSource),
+}
 
 /// Attaches to the market-data ring.
 #[derive(Debug)]
@@ -33,7 +45,7 @@ pub struct MdRing {
     /// replace it.
     pub stale_after: Duration,
     /// The attached reader.
-    pub out: Output<RingReader<MappedRegion>>,
+    pub out: Output<MdInput>,
 }
 
 impl Component for MdRing {
@@ -78,7 +90,7 @@ impl Component for MdRing {
                 self.path.display()
             ));
         }
-        self.out.put(reader);
+        self.out.put(MdInput::Ring(reader));
         Ok(())
     }
 
@@ -103,6 +115,34 @@ fn dead_writer(reader: &RingReader<MappedRegion>, stale_after: Duration) -> Opti
             age as f64 / 1e9
         )
     })
+}
+
+/// Binds the market-data UDP socket (joining its group if multicast).
+#[derive(Debug)]
+pub struct MdUdp {
+    /// Address, backend and options.
+    pub config: UdpConfig,
+    /// The bound source.
+    pub out: Output<MdInput>,
+    /// Its counters (readable after the source has moved into the engine).
+    pub stats: Output<std::sync::Arc<tickpipe_pipeline::udp::UdpStats>>,
+}
+
+impl Component for MdUdp {
+    fn name(&self) -> &str {
+        "md-udp"
+    }
+
+    fn start(&mut self) -> Result<(), String> {
+        let src = UdpSource::bind(&self.config, quanta::Clock::new()).map_err(|e| e.to_string())?;
+        self.stats.put(src.stats());
+        self.out.put(MdInput::Udp(src));
+        Ok(())
+    }
+
+    fn stop(&mut self) {
+        drop(self.out.take());
+    }
 }
 
 /// Creates the signal ring.
@@ -138,8 +178,8 @@ impl Component for SignalRing {
 pub struct EngineComponent {
     /// Profile.
     pub config: EngineConfig,
-    /// From `md-ring`.
-    pub md: Output<RingReader<MappedRegion>>,
+    /// From `md-ring` or `md-udp`.
+    pub md: Output<MdInput>,
     /// From `signal-ring`.
     pub signals: Output<RingWriter<MappedRegion>>,
     /// The running engine (the caller takes it).
@@ -156,18 +196,19 @@ impl Component for EngineComponent {
     }
 
     fn start(&mut self) -> Result<(), String> {
-        let reader = self.md.take().ok_or("md-ring handed over no reader")?;
+        let md = self
+            .md
+            .take()
+            .ok_or("the market-data source was not handed over")?;
         let signals = self
             .signals
             .take()
             .ok_or("signal-ring handed over no writer")?;
-        let mut engine = Engine::start(
-            &self.config,
-            reader,
-            signals,
-            quanta::Clock::new(),
-            ThreadHooks::default(),
-        )
+        let (clock, hooks) = (quanta::Clock::new(), ThreadHooks::default());
+        let mut engine = match md {
+            MdInput::Ring(r) => Engine::start(&self.config, r, signals, clock, hooks),
+            MdInput::Udp(u) => Engine::start(&self.config, u, signals, clock, hooks),
+        }
         .map_err(|e| e.to_string())?;
         if let Some(health) = engine.health() {
             self.api.put(EngineApi::new(

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tickpipe_shm::{Region, RingReader, RingWriter};
+use tickpipe_shm::{Region, RingWriter};
 
 use crate::PipelineError;
 use crate::config::{EngineConfig, STAGES, ThreadingMode};
@@ -27,6 +27,7 @@ use crate::latency::IntervalP99;
 use crate::latency::{LatencySink, Reporter, StageLatency};
 use crate::link::{LinkCounts, LinkStats, Message, Policy, link};
 use crate::msg::{BarMsg, Event, Forecast, Tick};
+use crate::source::MdSource;
 use crate::stage::{CompositeStage, DutyStats, Invoker, Stage, StageRunner, ThreadHooks};
 use crate::stages::{
     FeatureStage, FeatureStats, ForecastStage, InferenceStage, IngestCounts, IngestStage,
@@ -123,15 +124,18 @@ impl Engine {
     /// # Errors
     /// An invalid configuration, a thread that cannot be spawned or pinned, or a stage whose
     /// `on_start` fails. Threads already started are stopped before the error is returned.
-    pub fn start<R, W>(
+    ///
+    /// `reader` is the market-data source: the shared-memory ring's reader, a
+    /// [`crate::udp::UdpSource`], or any other [`MdSource`].
+    pub fn start<S, W>(
         cfg: &EngineConfig,
-        reader: RingReader<R>,
+        reader: S,
         signals: RingWriter<W>,
         clock: quanta::Clock,
         hooks: ThreadHooks,
     ) -> Result<Engine, PipelineError>
     where
-        R: Region + Send + 'static,
+        S: MdSource + 'static,
         W: Region + Send + 'static,
     {
         cfg.validate()?;
@@ -141,7 +145,7 @@ impl Engine {
         let (mut reporter, sink) = Reporter::new();
         let interval_p99 = reporter.interval_p99();
         let health_counters = Arc::new(HealthCounters::default());
-        let writer_pid = reader.info().writer.pid;
+        let writer_pid = reader.writer_pid();
         let mut links = Vec::new();
         fn main_link<M: Message>(
             name: &str,

@@ -23,9 +23,11 @@ pub mod msg;
 pub mod orchestrator;
 pub mod sample;
 pub mod signal;
+pub mod source;
 pub mod stage;
 pub mod stages;
 pub mod swap;
+pub mod udp;
 
 pub use config::{EngineConfig, ThreadingMode};
 pub use engine::{Engine, EngineReport};

@@ -10,7 +10,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tickpipe_shm::{ReadError, Region, RingReader, RingWriter};
+use tickpipe_shm::{ReadError, Region, RingWriter};
 
 use crate::PipelineError;
 use crate::feature_engine::{FeatureEngine, FeatureEngineCounts};
@@ -22,6 +22,7 @@ use crate::latency::LatencyRecorder;
 use crate::link::{Message, Receiver, Sender};
 use crate::msg::{BarMsg, Event, Forecast, MAX_PARTS, Tick};
 use crate::signal::Signal;
+use crate::source::MdSource;
 use crate::stage::Stage;
 use crate::swap::SwapPort;
 
@@ -49,15 +50,16 @@ pub struct WriterSeen {
 /// A copy of the ingest counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IngestCounts {
-    /// Frames read from the market-data ring.
+    /// Records read from the market-data source (ring frames, or records out of datagrams).
     pub frames: u64,
-    /// Times the writer lapped the engine.
+    /// Losses the source reported: times the ring's writer lapped the engine, or gaps in the
+    /// datagram sequence of a UDP feed.
     pub laps: u64,
-    /// Frames lost to those laps (exact).
+    /// Records lost to those laps or gaps (exact).
     pub missed: u64,
     /// Frames that were not readable records (skipped, counted).
     pub undecodable: u64,
-    /// Why ingest stopped early, if it did (a corrupt ring).
+    /// Why ingest stopped early, if it did (a corrupt ring, a failed socket).
     pub fatal: Option<String>,
 }
 
@@ -84,9 +86,10 @@ impl IngestStats {
     }
 }
 
-/// Reads the market-data ring (busy-poll) and turns frames into [`Event`]s.
-pub struct IngestStage<R: Region> {
-    reader: RingReader<R>,
+/// Reads a market-data source (busy-poll: the shared-memory ring or a UDP feed, see
+/// [`crate::source`]) and turns its records into [`Event`]s.
+pub struct IngestStage<S: MdSource> {
+    reader: S,
     scratch: Vec<u8>,
     buf: Vec<Event>,
     /// Events decoded but not yet sent (the tail of a batch whose MBP-10 records expanded to
@@ -109,17 +112,17 @@ pub struct IngestStage<R: Region> {
 /// Ingest copies the writer's heartbeat into its stats once per this many polls.
 const WRITER_POLL_EVERY: u64 = 1024;
 
-impl<R: Region> std::fmt::Debug for IngestStage<R> {
+impl<S: MdSource> std::fmt::Debug for IngestStage<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IngestStage").finish_non_exhaustive()
     }
 }
 
-impl<R: Region + Send> IngestStage<R> {
-    /// A stage reading `reader` into `out`, at most `batch` frames per cycle, until `stop` is set
-    /// or the ring's writer finishes.
+impl<S: MdSource> IngestStage<S> {
+    /// A stage reading `reader` into `out`, at most `batch` records per cycle, until `stop` is
+    /// set or the source's stream ends.
     pub fn new(
-        reader: RingReader<R>,
+        reader: S,
         out: Sender<Event>,
         batch: usize,
         clock: quanta::Clock,
@@ -127,11 +130,9 @@ impl<R: Region + Send> IngestStage<R> {
         stop: Arc<AtomicBool>,
         stats: Arc<IngestStats>,
     ) -> Self {
-        // Room for a full batch of the largest frames the ring can hold, as they lie in the ring.
-        let max_frame = tickpipe_shm::layout::frame_len(reader.info().geometry.max_payload);
         Self {
+            scratch: vec![0u8; reader.scratch_len(batch)],
             reader,
-            scratch: vec![0u8; max_frame * batch.max(1)],
             // One record can expand to MAX_PARTS events (MBP-10).
             buf: vec![Event::default(); batch.max(1) * MAX_PARTS],
             carry: 0,
@@ -171,8 +172,8 @@ impl<R: Region + Send> IngestStage<R> {
         now
     }
 
-    /// Copies the writer's heartbeat and state from the ring header into the stats, one poll in
-    /// [`WRITER_POLL_EVERY`] (a few loads of a header line the writer also writes).
+    /// Copies the writer's heartbeat and state from the source (the ring header) into the stats,
+    /// one poll in [`WRITER_POLL_EVERY`] (a few loads of a header line the writer also writes).
     #[inline]
     fn note_writer(&mut self) {
         self.polls = self.polls.wrapping_add(1);
@@ -182,15 +183,14 @@ impl<R: Region + Send> IngestStage<R> {
     }
 
     fn copy_writer(&self) {
-        let w = self.reader.writer_status();
-        let finished = matches!(w.state, tickpipe_shm::ring::WriterState::Finished);
+        let w = self.reader.writer();
         // Relaxed: see `IngestStats::writer`.
         self.stats
             .writer_heartbeat_ns
             .store(w.heartbeat_ns, Ordering::Relaxed);
         self.stats
             .writer_state
-            .store(u64::from(finished), Ordering::Relaxed);
+            .store(u64::from(w.finished), Ordering::Relaxed);
     }
 
     fn publish_counts(&self) {
@@ -204,7 +204,7 @@ impl<R: Region + Send> IngestStage<R> {
     }
 }
 
-impl<R: Region + Send> Stage for IngestStage<R> {
+impl<S: MdSource> Stage for IngestStage<S> {
     fn role_name(&self) -> &str {
         "ingest"
     }
@@ -284,7 +284,7 @@ impl<R: Region + Send> Stage for IngestStage<R> {
             Err(ReadError::Empty) => {
                 self.note_writer();
                 if self.reader.is_finished() {
-                    // The writer finished and everything it wrote has been read.
+                    // The stream ended and everything in it has been read.
                     self.finish();
                 } else {
                     self.rec.maybe_ship(t0);
@@ -300,7 +300,7 @@ impl<R: Region + Send> Stage for IngestStage<R> {
             }
             Err(e @ (ReadError::Corrupt(_) | ReadError::BufferTooSmall { .. })) => {
                 if let Ok(mut f) = self.stats.fatal.lock() {
-                    *f = Some(format!("market-data ring: {e}"));
+                    *f = Some(self.reader.describe_error(e));
                 }
                 self.finish();
                 0

@@ -2,7 +2,8 @@
 //!
 //! This is the only crate of the workspace with `unsafe` code, and it keeps it small: the ring
 //! protocol ([`ring`]) is safe code over a slice of atomic words; only turning a file mapping into
-//! that slice ([`mapped`]), the SIGBUS guard ([`sigbus`]) and the io_uring file writer need
+//! that slice ([`mapped`]), the SIGBUS guard ([`sigbus`]), the io_uring file writer and the io_uring UDP receiver
+//! ([`udp`]) need
 //! `unsafe`, each module opting in with its reason.
 //!
 //! Shared memory is untrusted input: another process (or a bug in one) can write anything there,
@@ -20,6 +21,8 @@ pub mod ring;
 #[cfg(not(loom))]
 pub mod sigbus;
 pub mod sync;
+#[cfg(not(loom))]
+pub mod udp;
 #[cfg(not(loom))]
 pub mod uring;
 
