@@ -10,8 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use tickpipe_pipeline::host::Want;
 use tickpipe_pipeline::latency::ticks_to_ns;
-use tickpipe_pipeline::signal::{self, SIGNAL_LEN, SIGNAL_META, Signal};
+use tickpipe_pipeline::signal::{self, SIGNAL_LEN, Signal};
 use tickpipe_pipeline::{Engine, EngineConfig, EngineReport, ThreadHooks, ThreadingMode};
 use tickpipe_shm::mapped::{self, AttachOptions, CreateOptions, MappedRegion};
 use tickpipe_shm::ring::{WriterState, content};
@@ -37,17 +38,7 @@ pub fn default_ring_path(name: &str) -> PathBuf {
 /// # Errors
 /// The ring cannot be created.
 pub fn create_signal_ring(path: &Path, capacity: usize) -> Result<RingWriter<MappedRegion>> {
-    mapped::create(
-        path,
-        &CreateOptions {
-            capacity,
-            max_payload: SIGNAL_LEN,
-            content_tag: content::SIGNALS,
-            group: None,
-        },
-        &SIGNAL_META,
-    )
-    .with_context(|| format!("creating signal ring {}", path.display()))
+    crate::host_setup::create_signal_ring(path, capacity, Want::Off).map(|(w, _)| w)
 }
 
 /// Turns an engine report into per-stage series in nanoseconds.
@@ -242,6 +233,9 @@ pub fn run(opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<(RunEnd, EngineR
         bail!("mode = \"invoker\" needs a caller to drive it; use dedicated or shared for `run`");
     }
     let t0 = Instant::now();
+    let mut host_report =
+        crate::host_setup::before_rings(&opts.config.host).context("start-up")?;
+    let (sig_pages, host_out) = (Output::new(), Output::new());
     let (md, sig, engine_out, api, addr) = (
         Output::new(),
         Output::new(),
@@ -270,6 +264,8 @@ pub fn run(opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<(RunEnd, EngineR
         crate::startup::SignalRing {
             path: opts.signal_ring.clone(),
             capacity: opts.config.signal_capacity,
+            huge_pages: opts.config.host.hugepages,
+            pages: sig_pages.clone(),
             out: sig.clone(),
         },
         ComponentSpec::new(&[]).with_policy(once(opts.startup.timeout)),
@@ -277,6 +273,8 @@ pub fn run(opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<(RunEnd, EngineR
     orch.add_with(
         crate::startup::EngineComponent {
             config: opts.config.clone(),
+            md_path: opts.md_ring.clone(),
+            host: host_out.clone(),
             md,
             signals: sig,
             out: engine_out.clone(),
@@ -300,6 +298,9 @@ pub fn run(opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<(RunEnd, EngineR
         Ok(r) => r,
         Err(e) => bail!("start-up: {e}"),
     };
+    host_report.extend(sig_pages.take());
+    host_report.extend(host_out.take().unwrap_or_default());
+    crate::host_setup::print("tickpipe run", &host_report);
     eprintln!("tickpipe run: start-up\n{}", running.report());
     if running.is_degraded() {
         eprintln!("tickpipe run: running degraded (an optional component did not start)");
@@ -533,7 +534,9 @@ pub fn profile(opts: &ProfileOptions, stop: &Arc<AtomicBool>) -> Result<EngineRe
     let n = recs.ends.len() as u64;
     let md_path = default_ring_path("profile-md");
     let sig_path = default_ring_path("profile-signals");
-    let writer = mapped::create(
+    let host = opts.config.host;
+    let mut host_report = crate::host_setup::before_rings(&host)?;
+    let (writer, md_pages) = mapped::create_with_pages(
         &md_path,
         &CreateOptions {
             capacity: opts.ring_capacity.unwrap_or_else(|| {
@@ -545,8 +548,14 @@ pub fn profile(opts: &ProfileOptions, stop: &Arc<AtomicBool>) -> Result<EngineRe
             ..CreateOptions::default()
         },
         &meta,
+        host.hugepages != Want::Off,
     )
     .with_context(|| format!("creating ring {}", md_path.display()))?;
+    host_report.extend([crate::host_setup::created_ring_pages(
+        host.hugepages,
+        "market-data ring",
+        &md_pages,
+    )]);
     let cleanup = || {
         let _ = std::fs::remove_file(&md_path);
         let _ = std::fs::remove_file(&sig_path);
@@ -554,7 +563,17 @@ pub fn profile(opts: &ProfileOptions, stop: &Arc<AtomicBool>) -> Result<EngineRe
     let result = (|| {
         let reader =
             mapped::attach_wait(&md_path, AttachOptions::default(), Duration::from_secs(1))?;
-        let signals = create_signal_ring(&sig_path, opts.config.signal_capacity)?;
+        let (signals, sig_pages) = crate::host_setup::create_signal_ring(
+            &sig_path,
+            opts.config.signal_capacity,
+            host.hugepages,
+        )?;
+        host_report.extend([sig_pages]);
+        host_report.extend(crate::host_setup::on_rings(&host, &reader, None, &signals));
+        if let Err(e) = host_report.check_required() {
+            crate::host_setup::print("profile", &host_report);
+            return Err(e.into());
+        }
         let clock = quanta::Clock::new();
         let mut engine = Engine::start(
             &opts.config,
@@ -563,6 +582,8 @@ pub fn profile(opts: &ProfileOptions, stop: &Arc<AtomicBool>) -> Result<EngineRe
             clock.clone(),
             ThreadHooks::default(),
         )?;
+        host_report.extend(engine.host_outcomes().iter().cloned());
+        crate::host_setup::print("profile", &host_report);
         eprintln!(
             "profile: {n} events, {} mode, {}, config {}",
             mode,

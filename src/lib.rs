@@ -16,6 +16,7 @@ pub mod demo;
 pub mod engine_cmd;
 pub mod features_cmd;
 pub mod health_cmd;
+pub mod host_setup;
 pub mod models_cmd;
 pub mod profile_report;
 pub mod record;

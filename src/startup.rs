@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tickpipe_pipeline::control::{ControlHandle, ControlServer};
+use tickpipe_pipeline::host::{HostReport, SettingOutcome, Want};
 use tickpipe_pipeline::orchestrator::{Component, Output};
 use tickpipe_pipeline::{Engine, EngineConfig, ThreadHooks};
 use tickpipe_shm::mapped::{self, AttachOptions, MappedRegion};
@@ -74,6 +75,10 @@ pub struct SignalRing {
     pub path: PathBuf,
     /// Data bytes.
     pub capacity: usize,
+    /// Huge pages for the ring (`[host] hugepages`).
+    pub huge_pages: Want,
+    /// What became of `huge_pages`.
+    pub pages: Output<SettingOutcome>,
     /// The writer.
     pub out: Output<RingWriter<MappedRegion>>,
 }
@@ -84,8 +89,15 @@ impl Component for SignalRing {
     }
 
     fn start(&mut self) -> Result<(), String> {
-        let w = crate::engine_cmd::create_signal_ring(&self.path, self.capacity)
-            .map_err(|e| format!("{e:#}"))?;
+        let (w, pages) =
+            crate::host_setup::create_signal_ring(&self.path, self.capacity, self.huge_pages)
+                .map_err(|e| format!("{e:#}"))?;
+        HostReport {
+            outcomes: vec![pages.clone()],
+        }
+        .check_required()
+        .map_err(|e| e.to_string())?;
+        self.pages.put(pages);
         self.out.put(w);
         Ok(())
     }
@@ -100,6 +112,10 @@ impl Component for SignalRing {
 pub struct EngineComponent {
     /// Profile.
     pub config: EngineConfig,
+    /// The market-data ring's path (for its page backing).
+    pub md_path: PathBuf,
+    /// What became of the `[host]` settings applied here (rings, then stage threads).
+    pub host: Output<Vec<SettingOutcome>>,
     /// From `md-ring`.
     pub md: Output<RingReader<MappedRegion>>,
     /// From `signal-ring`.
@@ -123,6 +139,17 @@ impl Component for EngineComponent {
             .signals
             .take()
             .ok_or("signal-ring handed over no writer")?;
+        let mut outcomes = crate::host_setup::on_rings(
+            &self.config.host,
+            &reader,
+            Some(&self.md_path),
+            &signals,
+        );
+        HostReport {
+            outcomes: outcomes.clone(),
+        }
+        .check_required()
+        .map_err(|e| e.to_string())?;
         let mut engine = Engine::start(
             &self.config,
             reader,
@@ -131,6 +158,8 @@ impl Component for EngineComponent {
             ThreadHooks::default(),
         )
         .map_err(|e| e.to_string())?;
+        outcomes.extend(engine.host_outcomes().iter().cloned());
+        self.host.put(outcomes);
         if let Some(health) = engine.health() {
             self.api.put(EngineApi::new(
                 health,
