@@ -26,4 +26,5 @@ pub mod ringstat;
 pub mod shutdown;
 pub mod startup;
 pub mod synth;
+pub mod tune;
 pub mod uring;
