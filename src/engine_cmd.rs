@@ -294,13 +294,14 @@ pub fn run(opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<(RunEnd, EngineR
             ComponentSpec::new(&["engine"]).optional(true),
         );
     }
-    let running = match orch.start() {
-        Ok(r) => r,
-        Err(e) => bail!("start-up: {e}"),
-    };
+    let started = orch.start();
     host_report.extend(sig_pages.take());
     host_report.extend(host_out.take().unwrap_or_default());
     crate::host_setup::print("tickpipe run", &host_report);
+    let running = match started {
+        Ok(r) => r,
+        Err(e) => bail!("start-up: {e}"),
+    };
     eprintln!("tickpipe run: start-up\n{}", running.report());
     if running.is_degraded() {
         eprintln!("tickpipe run: running degraded (an optional component did not start)");
