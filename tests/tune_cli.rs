@@ -143,3 +143,119 @@ fn profile_reports_each_host_setting_at_start() {
         assert!(stderr.contains("[required: start-up fails]"), "{stderr}");
     }
 }
+
+/// A small host tree for the scripts: four CPUs, every file apply.sh writes.
+fn script_host(root: &std::path::Path) {
+    let put = |rel: &str, text: &str| {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, format!("{text}\n")).unwrap();
+    };
+    put("sys/devices/system/cpu/online", "0-3");
+    for c in 0..4 {
+        put(
+            &format!("sys/devices/system/cpu/cpu{c}/cpufreq/scaling_governor"),
+            "powersave",
+        );
+        put(&format!("sys/devices/system/cpu/cpu{c}/cpuidle/state0/latency"), "0");
+        put(&format!("sys/devices/system/cpu/cpu{c}/cpuidle/state1/latency"), "80");
+        put(&format!("sys/devices/system/cpu/cpu{c}/cpuidle/state1/disable"), "0");
+    }
+    put("sys/devices/system/cpu/intel_pstate/no_turbo", "0");
+    put("sys/kernel/mm/transparent_hugepage/enabled", "[always] madvise never");
+    put(
+        "sys/kernel/mm/transparent_hugepage/defrag",
+        "[always] defer defer+madvise madvise never",
+    );
+    put(
+        "sys/kernel/mm/transparent_hugepage/shmem_enabled",
+        "always within_size advise [never] deny force",
+    );
+    put("proc/sys/vm/nr_hugepages", "0");
+    put("proc/sys/kernel/perf_event_paranoid", "2");
+    put("proc/irq/9/smp_affinity_list", "0-3");
+}
+
+fn script(name: &str, args: &[&str]) -> std::process::Output {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tuning/scripts").join(name);
+    std::process::Command::new("bash")
+        .arg(path)
+        .args(args)
+        .output()
+        .expect("bash")
+}
+
+#[test]
+fn apply_and_revert_scripts_round_trip_on_a_copy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("host");
+    script_host(&root);
+    let state = tmp.path().join("tune.state");
+    let (r, s) = (root.to_str().unwrap(), state.to_str().unwrap());
+    let read = |rel: &str| std::fs::read_to_string(root.join(rel)).unwrap().trim().to_string();
+    let gov = "sys/devices/system/cpu/cpu2/cpufreq/scaling_governor";
+    let base = ["--root", r, "--cores", "2-3", "--hugepages", "64", "--state", s];
+
+    // Dry run by default: says what it would do, writes nothing.
+    let out = script("apply.sh", &base);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(said.contains("dry run") && said.contains("powersave -> performance"), "{said}");
+    assert!(said.contains("isolcpus=domain,managed_irq,2-3"), "{said}");
+    assert_eq!(read(gov), "powersave");
+    assert!(!state.exists());
+
+    // Applied: previous values saved first, then written.
+    let out = script("apply.sh", &[&base[..], &["--apply"]].concat());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(read(gov), "performance");
+    assert_eq!(read("sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"), "powersave");
+    assert_eq!(read("sys/devices/system/cpu/cpu3/cpuidle/state1/disable"), "1");
+    assert_eq!(read("sys/devices/system/cpu/cpu0/cpuidle/state1/disable"), "0");
+    assert_eq!(read("proc/irq/9/smp_affinity_list"), "0-1");
+    assert_eq!(read("proc/sys/vm/nr_hugepages"), "64");
+    let saved = std::fs::read_to_string(&state).unwrap();
+    assert!(saved.contains(&format!("{}\tpowersave", root.join(gov).display())), "{saved}");
+    assert!(saved.contains("transparent_hugepage/enabled\talways"), "{saved}");
+
+    // A second apply would record tuned values as the originals: refused.
+    let out = script("apply.sh", &[&base[..], &["--apply"]].concat());
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out.stderr).contains("exists"), "{}", text(&out.stderr));
+
+    // Revert: dry run first, then back to every recorded value.
+    let out = script("revert.sh", &["--state", s]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(read(gov), "performance");
+    let out = script("revert.sh", &["--state", s, "--apply"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(read(gov), "powersave");
+    assert_eq!(read("proc/irq/9/smp_affinity_list"), "0-3");
+    assert_eq!(read("sys/kernel/mm/transparent_hugepage/shmem_enabled"), "never");
+    assert!(!state.exists());
+    let out = script("revert.sh", &["--state", s]);
+    assert_eq!(out.status.code(), Some(3));
+
+    // Missing files: refused before anything is written, naming the step to skip.
+    std::fs::remove_dir_all(root.join("sys/devices/system/cpu/intel_pstate")).unwrap();
+    let out = script("apply.sh", &[&base[..], &["--apply"]].concat());
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out.stderr).contains("turbo: "), "{}", text(&out.stderr));
+    assert_eq!(read(gov), "powersave");
+    assert!(!state.exists());
+    let out = script(
+        "apply.sh",
+        &[&base[..], &["--skip", "turbo,irqbalance"]].concat(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // Bad arguments.
+    for args in [
+        vec!["--root", r],
+        vec!["--root", r, "--cores", "0-3"],
+        vec!["--root", r, "--cores", "7"],
+        vec!["--root", r, "--cores", "x"],
+    ] {
+        let out = script("apply.sh", &args);
+        assert!(matches!(out.status.code(), Some(2 | 3)), "{args:?}");
+    }
+}
