@@ -233,8 +233,7 @@ pub fn run(opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<(RunEnd, EngineR
         bail!("mode = \"invoker\" needs a caller to drive it; use dedicated or shared for `run`");
     }
     let t0 = Instant::now();
-    let mut host_report =
-        crate::host_setup::before_rings(&opts.config.host).context("start-up")?;
+    let mut host_report = crate::host_setup::before_rings(&opts.config.host).context("start-up")?;
     let (sig_pages, host_out) = (Output::new(), Output::new());
     let (md, sig, engine_out, api, addr) = (
         Output::new(),

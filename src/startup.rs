@@ -139,12 +139,8 @@ impl Component for EngineComponent {
             .signals
             .take()
             .ok_or("signal-ring handed over no writer")?;
-        let mut outcomes = crate::host_setup::on_rings(
-            &self.config.host,
-            &reader,
-            Some(&self.md_path),
-            &signals,
-        );
+        let mut outcomes =
+            crate::host_setup::on_rings(&self.config.host, &reader, Some(&self.md_path), &signals);
         HostReport {
             outcomes: outcomes.clone(),
         }

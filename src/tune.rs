@@ -567,7 +567,10 @@ fn isolation(name: &'static str, cmdline: Option<&str>, t: &Target, why: &str) -
         return check(name, Status::Ok, found).why(format!("covers every pinned core; {why}"));
     }
     check(name, Status::Change, found)
-        .why(format!("pinned cores {} are not in it: {why}", t.describe(&missing)))
+        .why(format!(
+            "pinned cores {} are not in it: {why}",
+            t.describe(&missing)
+        ))
         .fix(fix)
 }
 
@@ -617,7 +620,9 @@ fn turbo(fs: &HostFs) -> Check {
     };
     if on {
         check("turbo", Status::Change, found)
-            .why("turbo frequency follows load and temperature: the same code runs at varying speed")
+            .why(
+                "turbo frequency follows load and temperature: the same code runs at varying speed",
+            )
             .fix(
                 "echo 1 > /sys/devices/system/cpu/intel_pstate/no_turbo (or 0 > cpufreq/boost); \
                  or keep it on knowingly and record it with the results",
@@ -721,7 +726,8 @@ fn thp(fs: &HostFs) -> Check {
                  echo defer+madvise > .../defrag (tickpipe asks for huge pages where it wants them)",
             );
     }
-    check("thp", Status::Ok, found).why("huge pages only where asked for (madvise), no stalls elsewhere")
+    check("thp", Status::Ok, found)
+        .why("huge pages only where asked for (madvise), no stalls elsewhere")
 }
 
 fn meminfo(fs: &HostFs, key: &str) -> Option<u64> {
@@ -738,9 +744,10 @@ fn hugepages(fs: &HostFs, t: &Target) -> Check {
     let shmem = fs
         .read("/sys/kernel/mm/transparent_hugepage/shmem_enabled")
         .and_then(|s| bracketed(&s).map(str::to_string));
-    let mounted = fs
-        .read("/proc/mounts")
-        .is_some_and(|m| m.lines().any(|l| l.split_whitespace().nth(2) == Some("hugetlbfs")));
+    let mounted = fs.read("/proc/mounts").is_some_and(|m| {
+        m.lines()
+            .any(|l| l.split_whitespace().nth(2) == Some("hugetlbfs"))
+    });
     if nr.is_none() && free.is_none() && shmem.is_none() {
         return check("hugepages", Status::NotAvailable, "unknown")
             .why("no nr_hugepages, HugePages_Free or shmem_enabled (kernel without huge pages)");
@@ -759,8 +766,10 @@ fn hugepages(fs: &HostFs, t: &Target) -> Check {
         bytes(t.ring_bytes)
     );
     if t.hugepages == Want::Off {
-        return check("hugepages", Status::Ok, found)
-            .why(format!("{} does not ask for huge pages ([host] hugepages)", t.source));
+        return check("hugepages", Status::Ok, found).why(format!(
+            "{} does not ask for huge pages ([host] hugepages)",
+            t.source
+        ));
     }
     let reserved = mounted && free_bytes >= t.ring_bytes;
     let thp_tmpfs = shmem
@@ -772,11 +781,13 @@ fn hugepages(fs: &HostFs, t: &Target) -> Check {
     let pages = size_kb
         .filter(|s| *s > 0)
         .map_or(0, |s| t.ring_bytes.div_ceil(s * 1024));
-    check("hugepages", Status::Change, found).why(why).fix(format!(
-        "reserve them: sysctl vm.nr_hugepages={pages} (more if other rings share it), mount \
+    check("hugepages", Status::Change, found)
+        .why(why)
+        .fix(format!(
+            "reserve them: sysctl vm.nr_hugepages={pages} (more if other rings share it), mount \
          hugetlbfs (mount -t hugetlbfs none /dev/hugepages) and put the rings there; or let tmpfs \
          use THP: echo advise > /sys/kernel/mm/transparent_hugepage/shmem_enabled"
-    ))
+        ))
 }
 
 fn irqbalance(fs: &HostFs) -> Check {
@@ -797,7 +808,8 @@ fn irqbalance(fs: &HostFs) -> Check {
                  /etc/default/irqbalance",
             )
     } else {
-        check("irqbalance", Status::Ok, "not running").why("interrupt affinity stays where it is set")
+        check("irqbalance", Status::Ok, "not running")
+            .why("interrupt affinity stays where it is set")
     }
 }
 
@@ -831,7 +843,8 @@ fn nic_interrupts(fs: &HostFs) -> Option<Vec<(u32, String)>> {
 
 fn nic_irqs(fs: &HostFs, t: &Target) -> Check {
     let Some(irqs) = nic_interrupts(fs) else {
-        return check("nic_irqs", Status::NotAvailable, "unknown").why("/proc/interrupts is missing");
+        return check("nic_irqs", Status::NotAvailable, "unknown")
+            .why("/proc/interrupts is missing");
     };
     if irqs.is_empty() {
         return check("nic_irqs", Status::Ok, "no NIC interrupt lines")
@@ -852,8 +865,12 @@ fn nic_irqs(fs: &HostFs, t: &Target) -> Check {
         }
     }
     if unreadable == irqs.len() {
-        return check("nic_irqs", Status::NotAvailable, format!("{} NIC IRQs", irqs.len()))
-            .why("their smp_affinity_list files are missing");
+        return check(
+            "nic_irqs",
+            Status::NotAvailable,
+            format!("{} NIC IRQs", irqs.len()),
+        )
+        .why("their smp_affinity_list files are missing");
     }
     if on_hot.is_empty() {
         return check(
@@ -898,12 +915,16 @@ fn tsc(fs: &HostFs) -> Check {
              processes compare",
         );
     }
-    check("tsc", Status::Change, format!("missing {}", missing.join(" ")))
-        .why(
-            "without an invariant TSC, raw stamps taken on different cores or across C-states do \
+    check(
+        "tsc",
+        Status::Change,
+        format!("missing {}", missing.join(" ")),
+    )
+    .why(
+        "without an invariant TSC, raw stamps taken on different cores or across C-states do \
              not compare, and the latency figures are wrong",
-        )
-        .fix("run on a CPU (or VM type) with an invariant TSC; nothing in software replaces it")
+    )
+    .fix("run on a CPU (or VM type) with an invariant TSC; nothing in software replaces it")
 }
 
 fn clocksource(fs: &HostFs) -> Check {
@@ -922,7 +943,14 @@ fn clocksource(fs: &HostFs) -> Check {
     check(
         "clocksource",
         Status::Change,
-        format!("{cur} (available: {})", if available.is_empty() { "?" } else { &available }),
+        format!(
+            "{cur} (available: {})",
+            if available.is_empty() {
+                "?"
+            } else {
+                &available
+            }
+        ),
     )
     .why(format!(
         "{cur} makes wall-clock reads (heartbeats, the monitor) slower, and on some hosts a \
@@ -982,8 +1010,10 @@ fn memlock(fs: &HostFs, t: &Target, status: &str) -> Check {
         if cap { ", CAP_IPC_LOCK" } else { "" }
     );
     if t.mlockall == Want::Off {
-        return check("memlock", Status::Ok, found)
-            .why(format!("{} does not lock memory ([host] mlockall)", t.source));
+        return check("memlock", Status::Ok, found).why(format!(
+            "{} does not lock memory ([host] mlockall)",
+            t.source
+        ));
     }
     if limit.is_none() || cap {
         return check("memlock", Status::Ok, found).why(format!(
@@ -1018,8 +1048,10 @@ fn realtime(fs: &HostFs, t: &Target, status: &str) -> Check {
             .unwrap_or_default()
     );
     if t.realtime == Want::Off {
-        return check("realtime", Status::Ok, found)
-            .why(format!("{} does not ask for SCHED_FIFO ([host] realtime)", t.source));
+        return check("realtime", Status::Ok, found).why(format!(
+            "{} does not ask for SCHED_FIFO ([host] realtime)",
+            t.source
+        ));
     }
     let prio = u64::try_from(t.realtime_priority).unwrap_or(0);
     if cap || rtprio.is_none_or(|r| r >= prio) {
@@ -1135,7 +1167,12 @@ pub fn target(fs: &HostFs, sel: &Selection) -> Result<Target, TuneError> {
 
 /// `tickpipe tune check`: prints the table (or JSON) and returns the exit status: 0 tuned,
 /// 1 not tuned, 2 bad arguments or profile.
-pub fn check_command(root: &Path, sel: &Selection, json: bool, out: &mut impl std::io::Write) -> u8 {
+pub fn check_command(
+    root: &Path,
+    sel: &Selection,
+    json: bool,
+    out: &mut impl std::io::Write,
+) -> u8 {
     let fs = HostFs::new(root);
     let target = match target(&fs, sel) {
         Ok(t) => t,
@@ -1271,8 +1308,14 @@ mod tests {
             .put("/sys/devices/system/node/node0/cpulist", "0-3")
             .put("/sys/devices/system/node/node1/cpulist", "4-7")
             .put("/sys/class/net/eth0/device/numa_node", "1")
-            .put("/sys/devices/system/cpu/cpu1/topology/thread_siblings_list", "1,5")
-            .put("/sys/devices/system/cpu/cpu2/cpufreq/scaling_governor", "powersave")
+            .put(
+                "/sys/devices/system/cpu/cpu1/topology/thread_siblings_list",
+                "1,5",
+            )
+            .put(
+                "/sys/devices/system/cpu/cpu2/cpufreq/scaling_governor",
+                "powersave",
+            )
             .put("/sys/devices/system/cpu/intel_pstate/no_turbo", "0")
             .put("/sys/devices/system/cpu/cpu1/cpuidle/state2/latency", "100")
             .put("/sys/devices/system/cpu/cpu1/cpuidle/state2/name", "C6")
@@ -1320,7 +1363,10 @@ mod tests {
         );
         assert_eq!(parse_cpu_list("garbage,5-3,99999999"), BTreeSet::new());
         assert_eq!(cpu_list(&BTreeSet::from([0, 1, 2, 5, 7, 8])), "0-2,5,7-8");
-        assert_eq!(param("a=1 isolcpus=2-3 b", "isolcpus").as_deref(), Some("2-3"));
+        assert_eq!(
+            param("a=1 isolcpus=2-3 b", "isolcpus").as_deref(),
+            Some("2-3")
+        );
         assert_eq!(param("a=1", "isolcpus"), None);
     }
 

@@ -17,7 +17,15 @@ fn tune_check_on_this_host() {
     assert!(matches!(code(&out), 0 | 1), "{}", text(&out.stderr));
     assert!(stdout.starts_with("tickpipe tune check for "), "{stdout}");
     assert!(stdout.contains("CHECK "), "{stdout}");
-    for name in ["isolcpus", "nohz_full", "governor", "thp", "nic_irqs", "tsc", "memlock"] {
+    for name in [
+        "isolcpus",
+        "nohz_full",
+        "governor",
+        "thp",
+        "nic_irqs",
+        "tsc",
+        "memlock",
+    ] {
         assert!(
             stdout.lines().any(|l| l.starts_with(name)),
             "{name} missing: {stdout}"
@@ -65,14 +73,25 @@ fn tune_check_takes_the_shipped_profiles_and_refuses_bad_arguments() {
         vec!["tune", "check", "--cores", "0"],
         vec!["tune", "check", "--profile", "/no/such/profile.toml"],
         vec!["tune", "check", "--profile", bad.to_str().unwrap()],
-        vec!["tune", "check", "--cores", "2", "--profile", bad.to_str().unwrap()],
+        vec![
+            "tune",
+            "check",
+            "--cores",
+            "2",
+            "--profile",
+            bad.to_str().unwrap(),
+        ],
     ] {
         let out = run(&args);
         assert_eq!(code(&out), 2, "{args:?}: {}", text(&out.stderr));
         assert!(out.stdout.is_empty(), "{args:?}");
     }
     let out = run(&["tune", "check", "--profile", bad.to_str().unwrap()]);
-    assert!(text(&out.stderr).contains("host.mlockall"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("host.mlockall"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -112,7 +131,10 @@ fn profile_reports_each_host_setting_at_start() {
         .lines()
         .find(|l| l.trim_start().starts_with("prefault: applied: "))
         .unwrap_or_else(|| panic!("no prefault line: {stderr}"));
-    assert!(prefault.contains("market-data ring and signal ring"), "{prefault}");
+    assert!(
+        prefault.contains("market-data ring and signal ring"),
+        "{prefault}"
+    );
     assert!(stderr.contains("hugepages[signal ring]: off"), "{stderr}");
     assert!(stderr.contains("realtime: off"), "{stderr}");
 
@@ -157,12 +179,24 @@ fn script_host(root: &std::path::Path) {
             &format!("sys/devices/system/cpu/cpu{c}/cpufreq/scaling_governor"),
             "powersave",
         );
-        put(&format!("sys/devices/system/cpu/cpu{c}/cpuidle/state0/latency"), "0");
-        put(&format!("sys/devices/system/cpu/cpu{c}/cpuidle/state1/latency"), "80");
-        put(&format!("sys/devices/system/cpu/cpu{c}/cpuidle/state1/disable"), "0");
+        put(
+            &format!("sys/devices/system/cpu/cpu{c}/cpuidle/state0/latency"),
+            "0",
+        );
+        put(
+            &format!("sys/devices/system/cpu/cpu{c}/cpuidle/state1/latency"),
+            "80",
+        );
+        put(
+            &format!("sys/devices/system/cpu/cpu{c}/cpuidle/state1/disable"),
+            "0",
+        );
     }
     put("sys/devices/system/cpu/intel_pstate/no_turbo", "0");
-    put("sys/kernel/mm/transparent_hugepage/enabled", "[always] madvise never");
+    put(
+        "sys/kernel/mm/transparent_hugepage/enabled",
+        "[always] madvise never",
+    );
     put(
         "sys/kernel/mm/transparent_hugepage/defrag",
         "[always] defer defer+madvise madvise never",
@@ -177,7 +211,9 @@ fn script_host(root: &std::path::Path) {
 }
 
 fn script(name: &str, args: &[&str]) -> std::process::Output {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tuning/scripts").join(name);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tuning/scripts")
+        .join(name);
     std::process::Command::new("bash")
         .arg(path)
         .args(args)
@@ -192,15 +228,32 @@ fn apply_and_revert_scripts_round_trip_on_a_copy() {
     script_host(&root);
     let state = tmp.path().join("tune.state");
     let (r, s) = (root.to_str().unwrap(), state.to_str().unwrap());
-    let read = |rel: &str| std::fs::read_to_string(root.join(rel)).unwrap().trim().to_string();
+    let read = |rel: &str| {
+        std::fs::read_to_string(root.join(rel))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
     let gov = "sys/devices/system/cpu/cpu2/cpufreq/scaling_governor";
-    let base = ["--root", r, "--cores", "2-3", "--hugepages", "64", "--state", s];
+    let base = [
+        "--root",
+        r,
+        "--cores",
+        "2-3",
+        "--hugepages",
+        "64",
+        "--state",
+        s,
+    ];
 
     // Dry run by default: says what it would do, writes nothing.
     let out = script("apply.sh", &base);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let said = text(&out.stdout);
-    assert!(said.contains("dry run") && said.contains("powersave -> performance"), "{said}");
+    assert!(
+        said.contains("dry run") && said.contains("powersave -> performance"),
+        "{said}"
+    );
     assert!(said.contains("isolcpus=domain,managed_irq,2-3"), "{said}");
     assert_eq!(read(gov), "powersave");
     assert!(!state.exists());
@@ -209,19 +262,38 @@ fn apply_and_revert_scripts_round_trip_on_a_copy() {
     let out = script("apply.sh", &[&base[..], &["--apply"]].concat());
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(read(gov), "performance");
-    assert_eq!(read("sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"), "powersave");
-    assert_eq!(read("sys/devices/system/cpu/cpu3/cpuidle/state1/disable"), "1");
-    assert_eq!(read("sys/devices/system/cpu/cpu0/cpuidle/state1/disable"), "0");
+    assert_eq!(
+        read("sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
+        "powersave"
+    );
+    assert_eq!(
+        read("sys/devices/system/cpu/cpu3/cpuidle/state1/disable"),
+        "1"
+    );
+    assert_eq!(
+        read("sys/devices/system/cpu/cpu0/cpuidle/state1/disable"),
+        "0"
+    );
     assert_eq!(read("proc/irq/9/smp_affinity_list"), "0-1");
     assert_eq!(read("proc/sys/vm/nr_hugepages"), "64");
     let saved = std::fs::read_to_string(&state).unwrap();
-    assert!(saved.contains(&format!("{}\tpowersave", root.join(gov).display())), "{saved}");
-    assert!(saved.contains("transparent_hugepage/enabled\talways"), "{saved}");
+    assert!(
+        saved.contains(&format!("{}\tpowersave", root.join(gov).display())),
+        "{saved}"
+    );
+    assert!(
+        saved.contains("transparent_hugepage/enabled\talways"),
+        "{saved}"
+    );
 
     // A second apply would record tuned values as the originals: refused.
     let out = script("apply.sh", &[&base[..], &["--apply"]].concat());
     assert_eq!(out.status.code(), Some(3));
-    assert!(text(&out.stderr).contains("exists"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("exists"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // Revert: dry run first, then back to every recorded value.
     let out = script("revert.sh", &["--state", s]);
@@ -231,7 +303,10 @@ fn apply_and_revert_scripts_round_trip_on_a_copy() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(read(gov), "powersave");
     assert_eq!(read("proc/irq/9/smp_affinity_list"), "0-3");
-    assert_eq!(read("sys/kernel/mm/transparent_hugepage/shmem_enabled"), "never");
+    assert_eq!(
+        read("sys/kernel/mm/transparent_hugepage/shmem_enabled"),
+        "never"
+    );
     assert!(!state.exists());
     let out = script("revert.sh", &["--state", s]);
     assert_eq!(out.status.code(), Some(3));
@@ -240,7 +315,11 @@ fn apply_and_revert_scripts_round_trip_on_a_copy() {
     std::fs::remove_dir_all(root.join("sys/devices/system/cpu/intel_pstate")).unwrap();
     let out = script("apply.sh", &[&base[..], &["--apply"]].concat());
     assert_eq!(out.status.code(), Some(3));
-    assert!(text(&out.stderr).contains("turbo: "), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("turbo: "),
+        "{}",
+        text(&out.stderr)
+    );
     assert_eq!(read(gov), "powersave");
     assert!(!state.exists());
     let out = script(

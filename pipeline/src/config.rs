@@ -1098,7 +1098,13 @@ mod tests {
         .unwrap()
         .host;
         assert_eq!(
-            (h.mlockall, h.prefault, h.hugepages, h.realtime, h.realtime_priority),
+            (
+                h.mlockall,
+                h.prefault,
+                h.hugepages,
+                h.realtime,
+                h.realtime_priority
+            ),
             (Want::Required, Want::On, Want::On, Want::Off, 80)
         );
         let e = msg("[host]\nmlockall = \"always\"");

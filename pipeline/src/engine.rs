@@ -19,10 +19,10 @@ use crate::config::{EngineConfig, STAGES, ThreadingMode};
 use crate::feature_engine::{FeatureEngine, FeatureEngineCounts};
 use crate::forecast::ForecastCounts;
 use crate::health::monitor::{HealthControl, HealthSource, MonitorThread, PageSink, stderr_log};
-use crate::host::{Outcome, SettingOutcome, Want};
 use crate::health::{
     HealthCounters, HealthInputs, HealthMonitor, HealthSnapshot, N_STAGES, WriterHealth,
 };
+use crate::host::{Outcome, SettingOutcome, Want};
 use crate::inference::{InferenceCounts, InferenceEngine};
 use crate::latency::IntervalP99;
 use crate::latency::{LatencySink, Reporter, StageLatency};

@@ -405,11 +405,8 @@ mod tests {
         assert_eq!("required".parse::<Want>(), Ok(Want::Required));
         assert_eq!("true".parse::<Want>(), Ok(Want::On));
         assert!("maybe".parse::<Want>().is_err());
-        let refused = SettingOutcome::new(
-            "mlockall",
-            Want::On,
-            Outcome::NotPermitted("EPERM".into()),
-        );
+        let refused =
+            SettingOutcome::new("mlockall", Want::On, Outcome::NotPermitted("EPERM".into()));
         assert!(refused.failed() && !refused.blocks());
         assert!(refused.to_string().contains("warning"), "{refused}");
         let mut report = HostReport::default();

@@ -9,8 +9,8 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use crate::PipelineError;
-use crate::idle::{IdleStrategy, Idler};
 use crate::host::{SettingOutcome, Want};
+use crate::idle::{IdleStrategy, Idler};
 
 /// A unit of work on the engine's duty cycle (Agrona's `Agent`).
 ///
@@ -209,15 +209,9 @@ impl StageRunner {
                     .and_then(|()| stage.on_start())
                     .and_then(|()| match (core, realtime) {
                         (Some(c), Some((want, prio))) => {
-                            let o = crate::host::realtime_current_thread(
-                                want,
-                                &thread_name,
-                                c,
-                                prio,
-                            );
-                            let report = crate::host::HostReport {
-                                outcomes: vec![o],
-                            };
+                            let o =
+                                crate::host::realtime_current_thread(want, &thread_name, c, prio);
+                            let report = crate::host::HostReport { outcomes: vec![o] };
                             report.check_required()?;
                             Ok(report.outcomes.into_iter().next())
                         }
@@ -502,7 +496,10 @@ mod tests {
         };
         // Whatever this host permits, a pinned thread reports what happened.
         let r = start(mk(), Some(core), Some((Want::On, 1))).unwrap();
-        let o = r.realtime().cloned().expect("an outcome for a pinned thread");
+        let o = r
+            .realtime()
+            .cloned()
+            .expect("an outcome for a pinned thread");
         assert_eq!(o.setting, format!("realtime[rt@core {core}]"));
         assert!(
             matches!(

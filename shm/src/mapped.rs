@@ -274,7 +274,7 @@ pub(crate) fn create_file<T>(
 /// What backs the pages of a ring file created with [`create_with_pages`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PageBacking {
-    /// Base pages only (huge pages not asked for).
+    /// Base pages only (huge pages not asked for, and not on hugetlbfs).
     Base,
     /// The file lives on hugetlbfs: every page is a huge page of this many bytes (the file is
     /// rounded up to a whole number of them).
@@ -289,10 +289,11 @@ pub enum PageBacking {
     Refused(String),
 }
 
-/// Like [`create`], with huge pages for the ring when `huge_pages` is set: a path on hugetlbfs
-/// gets huge pages by construction, any other path is advised towards transparent huge pages
-/// before its pages are faulted in (which they all are before this returns, as with
-/// [`create`]).
+/// Like [`create`], and says what backs the ring's pages. A path on hugetlbfs gets huge pages
+/// by construction, with or without `huge_pages` (the file is rounded up to whole huge pages, as
+/// hugetlbfs requires, here and in [`create`]); with `huge_pages`, any other path is advised
+/// towards transparent huge pages before its pages are faulted in (which they all are before
+/// this returns, as with [`create`]).
 ///
 /// # Errors
 /// As [`create`].
@@ -360,14 +361,11 @@ fn create_file_with<T>(
         // Explicit, so the umask cannot widen or narrow what was asked for.
         file.set_permissions(std::fs::Permissions::from_mode(mode))
             .map_err(io_err("chmod", &tmp))?;
-        let hugetlbfs = if huge_pages {
-            crate::host::hugetlbfs_page_size(&tmp)
-                .map_err(io_err("statfs", &tmp))?
-                .filter(|p| *p > 0)
-        } else {
-            None
-        };
-        // hugetlbfs only maps whole huge pages.
+        // A file on hugetlbfs is on huge pages whatever was asked, and can only be sized and
+        // mapped in whole huge pages.
+        let hugetlbfs = crate::host::hugetlbfs_page_size(&tmp)
+            .map_err(io_err("statfs", &tmp))?
+            .filter(|p| *p > 0);
         let len = match hugetlbfs {
             Some(p) => (len as u64).div_ceil(p).saturating_mul(p),
             None => len as u64,
@@ -380,11 +378,11 @@ fn create_file_with<T>(
             ))
         })?;
         let (region, backing) = match (huge_pages, hugetlbfs) {
-            (false, _) => (
+            (false, None) => (
                 MappedRegion::new(&file, &tmp, len, true)?,
                 PageBacking::Base,
             ),
-            (true, Some(page_size)) => (
+            (_, Some(page_size)) => (
                 MappedRegion::new(&file, &tmp, len, true)?,
                 PageBacking::HugeTlbFs { page_size },
             ),
