@@ -529,14 +529,14 @@ fn numa(fs: &HostFs, t: &Target) -> Check {
     check("numa", Status::Ok, found).why("the pinned cores share one node")
 }
 
-/// The value of `name=` on a kernel command line.
+/// The value of `name=` on a kernel command line (the last one wins, as for the kernel).
 pub fn param(cmdline: &str, name: &str) -> Option<String> {
     cmdline
         .split_whitespace()
         .filter_map(|w| w.split_once('='))
         .filter(|(k, _)| *k == name)
         .map(|(_, v)| v.to_string())
-        .last()
+        .next_back()
 }
 
 fn isolation(name: &'static str, cmdline: Option<&str>, t: &Target, why: &str) -> Check {

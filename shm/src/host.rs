@@ -118,6 +118,11 @@ pub enum SchedPolicy {
     Unknown(i32),
 }
 
+fn this_thread() -> libc::pthread_t {
+    // SAFETY: pthread_self has no preconditions and always succeeds.
+    unsafe { libc::pthread_self() }
+}
+
 /// Moves the calling thread to `SCHED_FIFO` at `priority` (`pthread_setschedparam` on
 /// `pthread_self`). Only this thread changes; threads it spawns later inherit the policy.
 ///
@@ -128,9 +133,9 @@ pub fn set_current_thread_fifo(priority: i32) -> io::Result<()> {
     let param = libc::sched_param {
         sched_priority: priority,
     };
-    // SAFETY: pthread_self is always valid for the calling thread, and `param` is a valid
-    // sched_param that outlives the call, which only reads it.
-    let rc = unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param) };
+    // SAFETY: `this_thread()` names the calling thread, which is alive during the call, and
+    // `param` is a valid sched_param that outlives the call, which only reads it.
+    let rc = unsafe { libc::pthread_setschedparam(this_thread(), libc::SCHED_FIFO, &param) };
     // pthread functions return the error number instead of setting errno.
     if rc == 0 {
         Ok(())
@@ -146,8 +151,7 @@ pub fn set_current_thread_fifo(priority: i32) -> io::Result<()> {
 pub fn set_current_thread_other() -> io::Result<()> {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: as in `set_current_thread_fifo`.
-    let rc =
-        unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_OTHER, &param) };
+    let rc = unsafe { libc::pthread_setschedparam(this_thread(), libc::SCHED_OTHER, &param) };
     if rc == 0 {
         Ok(())
     } else {
@@ -162,9 +166,9 @@ pub fn set_current_thread_other() -> io::Result<()> {
 pub fn current_thread_policy() -> io::Result<SchedPolicy> {
     let mut policy: libc::c_int = 0;
     let mut param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: pthread_self is valid for the calling thread; `policy` and `param` are valid,
-    // writable and outlive the call, which only writes them.
-    let rc = unsafe { libc::pthread_getschedparam(libc::pthread_self(), &mut policy, &mut param) };
+    // SAFETY: `this_thread()` names the calling thread, which is alive during the call;
+    // `policy` and `param` are valid, writable and outlive the call, which only writes them.
+    let rc = unsafe { libc::pthread_getschedparam(this_thread(), &mut policy, &mut param) };
     if rc != 0 {
         return Err(io::Error::from_raw_os_error(rc));
     }
