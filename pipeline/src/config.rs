@@ -1125,6 +1125,19 @@ mod tests {
             if path.extension().is_some_and(|e| e == "toml") {
                 let cfg = EngineConfig::load_for_another_host(&path)
                     .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                // Where the host has the profile's cores, the ordinary load takes it too.
+                let cores = cfg.stages.iter().chain([&cfg.reporter, &cfg.feeder]);
+                if cores
+                    .filter_map(|p| p.core)
+                    .all(|c| available_cores().contains(&c))
+                {
+                    assert_eq!(
+                        EngineConfig::load(&path).unwrap(),
+                        cfg,
+                        "{}",
+                        path.display()
+                    );
+                }
                 // The profiles name models relative to themselves: they must exist.
                 for m in [&cfg.models.sjm, &cfg.models.xgboost, &cfg.models.lstm]
                     .into_iter()
