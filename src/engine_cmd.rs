@@ -10,8 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use tickpipe_pipeline::host::Want;
 use tickpipe_pipeline::latency::ticks_to_ns;
-use tickpipe_pipeline::signal::{self, SIGNAL_LEN, SIGNAL_META, Signal};
+use tickpipe_pipeline::signal::{self, SIGNAL_LEN, Signal};
 use tickpipe_pipeline::{Engine, EngineConfig, EngineReport, ThreadHooks, ThreadingMode};
 use tickpipe_shm::mapped::{self, AttachOptions, CreateOptions, MappedRegion};
 use tickpipe_shm::ring::{WriterState, content};
@@ -37,17 +38,7 @@ pub fn default_ring_path(name: &str) -> PathBuf {
 /// # Errors
 /// The ring cannot be created.
 pub fn create_signal_ring(path: &Path, capacity: usize) -> Result<RingWriter<MappedRegion>> {
-    mapped::create(
-        path,
-        &CreateOptions {
-            capacity,
-            max_payload: SIGNAL_LEN,
-            content_tag: content::SIGNALS,
-            group: None,
-        },
-        &SIGNAL_META,
-    )
-    .with_context(|| format!("creating signal ring {}", path.display()))
+    crate::host_setup::create_signal_ring(path, capacity, Want::Off).map(|(w, _)| w)
 }
 
 /// Turns an engine report into per-stage series in nanoseconds.
@@ -257,6 +248,8 @@ pub fn run(opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<RunOutcome> {
         bail!("mode = \"invoker\" needs a caller to drive it; use dedicated or shared for `run`");
     }
     let t0 = Instant::now();
+    let mut host_report = crate::host_setup::before_rings(&opts.config.host).context("start-up")?;
+    let (sig_pages, host_out) = (Output::new(), Output::new());
     let (md, sig, engine_out, api, addr) = (
         Output::new(),
         Output::new(),
@@ -303,6 +296,8 @@ pub fn run(opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<RunOutcome> {
         crate::startup::SignalRing {
             path: opts.signal_ring.clone(),
             capacity: opts.config.signal_capacity,
+            huge_pages: opts.config.host.hugepages,
+            pages: sig_pages.clone(),
             out: sig.clone(),
         },
         ComponentSpec::new(&[]).with_policy(once(opts.startup.timeout)),
@@ -310,6 +305,8 @@ pub fn run(opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<RunOutcome> {
     orch.add_with(
         crate::startup::EngineComponent {
             config: opts.config.clone(),
+            md_path: opts.md_ring.clone(),
+            host: host_out.clone(),
             md,
             signals: sig,
             out: engine_out.clone(),
@@ -329,7 +326,11 @@ pub fn run(opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<RunOutcome> {
             ComponentSpec::new(&["engine"]).optional(true),
         );
     }
-    let running = match orch.start() {
+    let started = orch.start();
+    host_report.extend(sig_pages.take());
+    host_report.extend(host_out.take().unwrap_or_default());
+    crate::host_setup::print("tickpipe run", &host_report);
+    let running = match started {
         Ok(r) => r,
         Err(e) => bail!("start-up: {e}"),
     };
@@ -586,7 +587,9 @@ pub fn profile(opts: &ProfileOptions, stop: &Arc<AtomicBool>) -> Result<EngineRe
     let n = recs.ends.len() as u64;
     let md_path = default_ring_path("profile-md");
     let sig_path = default_ring_path("profile-signals");
-    let writer = mapped::create(
+    let host = opts.config.host;
+    let mut host_report = crate::host_setup::before_rings(&host)?;
+    let (writer, md_pages) = mapped::create_with_pages(
         &md_path,
         &CreateOptions {
             capacity: opts.ring_capacity.unwrap_or_else(|| {
@@ -598,8 +601,14 @@ pub fn profile(opts: &ProfileOptions, stop: &Arc<AtomicBool>) -> Result<EngineRe
             ..CreateOptions::default()
         },
         &meta,
+        host.hugepages != Want::Off,
     )
     .with_context(|| format!("creating ring {}", md_path.display()))?;
+    host_report.extend([crate::host_setup::created_ring_pages(
+        host.hugepages,
+        "market-data ring",
+        &md_pages,
+    )]);
     let cleanup = || {
         let _ = std::fs::remove_file(&md_path);
         let _ = std::fs::remove_file(&sig_path);
@@ -607,7 +616,22 @@ pub fn profile(opts: &ProfileOptions, stop: &Arc<AtomicBool>) -> Result<EngineRe
     let result = (|| {
         let reader =
             mapped::attach_wait(&md_path, AttachOptions::default(), Duration::from_secs(1))?;
-        let signals = create_signal_ring(&sig_path, opts.config.signal_capacity)?;
+        let (signals, sig_pages) = crate::host_setup::create_signal_ring(
+            &sig_path,
+            opts.config.signal_capacity,
+            host.hugepages,
+        )?;
+        host_report.extend([sig_pages]);
+        host_report.extend(crate::host_setup::on_rings(
+            &host,
+            Some(&reader),
+            None,
+            &signals,
+        ));
+        if let Err(e) = host_report.check_required() {
+            crate::host_setup::print("profile", &host_report);
+            return Err(e.into());
+        }
         let clock = quanta::Clock::new();
         let mut engine = Engine::start(
             &opts.config,
@@ -616,6 +640,8 @@ pub fn profile(opts: &ProfileOptions, stop: &Arc<AtomicBool>) -> Result<EngineRe
             clock.clone(),
             ThreadHooks::default(),
         )?;
+        host_report.extend(engine.host_outcomes().iter().cloned());
+        crate::host_setup::print("profile", &host_report);
         eprintln!(
             "profile: {n} events, {} mode, {}, config {}",
             mode,

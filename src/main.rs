@@ -243,6 +243,11 @@ enum Command {
         #[command(subcommand)]
         command: RingCommand,
     },
+    /// Inspect the host for a profile: what to change for low latency, and why.
+    Tune {
+        #[command(subcommand)]
+        command: TuneCommand,
+    },
     /// Write a seeded synthetic MBO capture.
     Gen {
         /// PRNG seed: the same seed gives the same file.
@@ -383,6 +388,26 @@ enum ModelsCommand {
         /// Latency budget in microseconds per golden row.
         #[arg(long, default_value_t = 1000.0)]
         latency_budget_us: f64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TuneCommand {
+    /// Check CPUs, isolation, frequency, C-states, huge pages, IRQs, TSC and limits. Exit status:
+    /// 0 tuned for the profile, 1 not tuned (the checks to change are listed), 2 bad arguments.
+    Check {
+        /// Engine profile to check for (default: spinning on every online CPU but the first).
+        #[arg(long, conflicts_with = "cores")]
+        profile: Option<PathBuf>,
+        /// Check for a profile spinning on this many cores instead.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=4096))]
+        cores: Option<u16>,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Read /proc and /sys under this folder (a copy taken from another host).
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
     },
 }
 
@@ -934,6 +959,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let stop = tickpipe::shutdown::on_signal()?;
             tickpipe::demo::run(&tickpipe::demo::DemoOptions { dir, events, speed }, &stop)?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Tune {
+            command:
+                TuneCommand::Check {
+                    profile,
+                    cores,
+                    json,
+                    root,
+                },
+        } => {
+            let sel = match (profile, cores) {
+                (Some(p), _) => tickpipe::tune::Selection::Profile(p),
+                (None, Some(n)) => tickpipe::tune::Selection::Cores(usize::from(n)),
+                (None, None) => tickpipe::tune::Selection::Default,
+            };
+            let out = &mut std::io::stdout().lock();
+            Ok(ExitCode::from(tickpipe::tune::check_command(
+                &root, &sel, json, out,
+            )))
         }
         Command::Gen {
             seed,

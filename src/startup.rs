@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tickpipe_pipeline::control::{ControlHandle, ControlServer};
+use tickpipe_pipeline::host::{HostReport, SettingOutcome, Want};
 use tickpipe_pipeline::orchestrator::{Component, Output};
 use tickpipe_pipeline::udp::{UdpConfig, UdpSource};
 use tickpipe_pipeline::{Engine, EngineConfig, ThreadHooks};
@@ -152,6 +153,10 @@ pub struct SignalRing {
     pub path: PathBuf,
     /// Data bytes.
     pub capacity: usize,
+    /// Huge pages for the ring (`[host] hugepages`).
+    pub huge_pages: Want,
+    /// What became of `huge_pages`.
+    pub pages: Output<SettingOutcome>,
     /// The writer.
     pub out: Output<RingWriter<MappedRegion>>,
 }
@@ -162,8 +167,15 @@ impl Component for SignalRing {
     }
 
     fn start(&mut self) -> Result<(), String> {
-        let w = crate::engine_cmd::create_signal_ring(&self.path, self.capacity)
-            .map_err(|e| format!("{e:#}"))?;
+        let (w, pages) =
+            crate::host_setup::create_signal_ring(&self.path, self.capacity, self.huge_pages)
+                .map_err(|e| format!("{e:#}"))?;
+        HostReport {
+            outcomes: vec![pages.clone()],
+        }
+        .check_required()
+        .map_err(|e| e.to_string())?;
+        self.pages.put(pages);
         self.out.put(w);
         Ok(())
     }
@@ -178,6 +190,10 @@ impl Component for SignalRing {
 pub struct EngineComponent {
     /// Profile.
     pub config: EngineConfig,
+    /// The market-data ring's path (for its page backing; unused for UDP).
+    pub md_path: PathBuf,
+    /// What became of the `[host]` settings applied here (rings, then stage threads).
+    pub host: Output<Vec<SettingOutcome>>,
     /// From `md-ring` or `md-udp`.
     pub md: Output<MdInput>,
     /// From `signal-ring`.
@@ -204,12 +220,29 @@ impl Component for EngineComponent {
             .signals
             .take()
             .ok_or("signal-ring handed over no writer")?;
+        let ring = match &md {
+            MdInput::Ring(r) => Some(r),
+            MdInput::Udp(_) => None,
+        };
+        let mut outcomes = crate::host_setup::on_rings(
+            &self.config.host,
+            ring,
+            ring.map(|_| self.md_path.as_path()),
+            &signals,
+        );
+        HostReport {
+            outcomes: outcomes.clone(),
+        }
+        .check_required()
+        .map_err(|e| e.to_string())?;
         let (clock, hooks) = (quanta::Clock::new(), ThreadHooks::default());
         let mut engine = match md {
             MdInput::Ring(r) => Engine::start(&self.config, r, signals, clock, hooks),
             MdInput::Udp(u) => Engine::start(&self.config, u, signals, clock, hooks),
         }
         .map_err(|e| e.to_string())?;
+        outcomes.extend(engine.host_outcomes().iter().cloned());
+        self.host.put(outcomes);
         if let Some(health) = engine.health() {
             self.api.put(EngineApi::new(
                 health,

@@ -60,6 +60,13 @@
 //! bind = "127.0.0.1:9180"
 //! api_keys_file = "keys.txt" # POSTs need X-API-Key; keys also from $TICKPIPE_API_KEYS
 //!
+//! [host]                     # memory and scheduling (see `host`): off | on | required
+//! mlockall = "on"            # mlockall(MCL_CURRENT | MCL_FUTURE)
+//! prefault = "on"            # touch every ring page at start
+//! hugepages = "on"           # rings on huge pages
+//! realtime = "off"           # SCHED_FIFO for pinned stage threads
+//! realtime_priority = 50
+//!
 //! [reporter]
 //! idle = "sleeping:1ms"
 //!
@@ -78,6 +85,7 @@ use crate::book::BookConfig;
 use crate::feature_engine::FeatureEngineConfig;
 use crate::features::{FeatureConfig, TimeSource};
 use crate::health::HealthConfig;
+use crate::host::{HostSettings, Want};
 use crate::idle::IdleStrategy;
 use crate::inference::InferenceSettings;
 use crate::link::Policy;
@@ -277,6 +285,8 @@ pub struct EngineConfig {
     pub health: HealthConfig,
     /// The HTTP control plane (`tickpipe run` serves it when set).
     pub control: Option<crate::control::ControlConfig>,
+    /// Memory and scheduling settings applied at start.
+    pub host: HostSettings,
 }
 
 impl EngineConfig {
@@ -329,6 +339,7 @@ impl Default for EngineConfig {
             models: ModelSettings::default(),
             health: HealthConfig::default(),
             control: None,
+            host: HostSettings::default(),
         }
     }
 }
@@ -352,6 +363,53 @@ struct RawConfig {
     models: Option<RawModels>,
     health: Option<RawHealth>,
     control: Option<crate::control::ControlConfig>,
+    host: Option<RawHost>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHost {
+    mlockall: Option<RawWant>,
+    prefault: Option<RawWant>,
+    hugepages: Option<RawWant>,
+    realtime: Option<RawWant>,
+    realtime_priority: Option<i64>,
+}
+
+/// `on`/`off`/`required`, or a boolean.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawWant {
+    Bool(bool),
+    Word(String),
+}
+
+fn host_settings(raw: Option<&RawHost>) -> Result<HostSettings, PipelineError> {
+    let d = HostSettings::default();
+    let Some(raw) = raw else { return Ok(d) };
+    let want = |field: &str, v: &Option<RawWant>, default: Want| match v {
+        None => Ok(default),
+        Some(RawWant::Bool(true)) => Ok(Want::On),
+        Some(RawWant::Bool(false)) => Ok(Want::Off),
+        Some(RawWant::Word(w)) => w.parse().map_err(|e| err(format!("host.{field}"), e)),
+    };
+    let realtime_priority = match raw.realtime_priority {
+        None => d.realtime_priority,
+        Some(p @ 1..=99) => p as i32,
+        Some(p) => {
+            return Err(err(
+                "host.realtime_priority",
+                format!("must be a SCHED_FIFO priority between 1 and 99, got {p}"),
+            ));
+        }
+    };
+    Ok(HostSettings {
+        mlockall: want("mlockall", &raw.mlockall, d.mlockall)?,
+        prefault: want("prefault", &raw.prefault, d.prefault)?,
+        hugepages: want("hugepages", &raw.hugepages, d.hugepages)?,
+        realtime: want("realtime", &raw.realtime, d.realtime)?,
+        realtime_priority,
+    })
 }
 
 #[derive(Deserialize)]
@@ -604,6 +662,7 @@ fn placement(
     field: &str,
     raw: Option<&RawPlacement>,
     default: Placement,
+    check_cores: bool,
 ) -> Result<Placement, PipelineError> {
     let Some(raw) = raw else { return Ok(default) };
     let idle = match &raw.idle {
@@ -611,6 +670,7 @@ fn placement(
         None => default.idle,
     };
     if let Some(core) = raw.core
+        && check_cores
         && !available_cores().contains(&core)
     {
         return Err(err(
@@ -633,13 +693,27 @@ impl EngineConfig {
     /// # Errors
     /// An unreadable file, malformed TOML, or an invalid value (the error names the field).
     pub fn load(path: &Path) -> Result<Self, PipelineError> {
+        Self::load_with(path, true)
+    }
+
+    /// Reads and validates a TOML profile like [`EngineConfig::load`], except that its cores
+    /// are not checked against this machine's: for inspecting a profile written for another
+    /// host (`tickpipe tune check`). Such a configuration may fail to start here.
+    ///
+    /// # Errors
+    /// As [`EngineConfig::load`], less the core availability checks.
+    pub fn load_for_another_host(path: &Path) -> Result<Self, PipelineError> {
+        Self::load_with(path, false)
+    }
+
+    fn load_with(path: &Path, check_cores: bool) -> Result<Self, PipelineError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             err(
                 path.display().to_string(),
                 format!("cannot read the config: {e}"),
             )
         })?;
-        let mut cfg = Self::from_toml(&text).map_err(|e| match e {
+        let mut cfg = Self::from_toml_with(&text, check_cores).map_err(|e| match e {
             PipelineError::Config { field, msg } => PipelineError::Config {
                 field: format!("{}: {field}", path.display()),
                 msg,
@@ -664,6 +738,10 @@ impl EngineConfig {
     /// # Errors
     /// Malformed TOML or an invalid value (the error names the field).
     pub fn from_toml(text: &str) -> Result<Self, PipelineError> {
+        Self::from_toml_with(text, true)
+    }
+
+    fn from_toml_with(text: &str, check_cores: bool) -> Result<Self, PipelineError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let what = e.message().to_string();
             let at = e
@@ -714,6 +792,7 @@ impl EngineConfig {
                 &format!("stages.{name}"),
                 raw.stages.get(*name),
                 d.stages[i],
+                check_cores,
             )?;
         }
         let slow_lane = match &raw.slow_lane {
@@ -766,8 +845,8 @@ impl EngineConfig {
             report_interval,
             stages,
             slow_lane,
-            reporter: placement("reporter", raw.reporter.as_ref(), d.reporter)?,
-            feeder: placement("feeder", raw.feeder.as_ref(), d.feeder)?,
+            reporter: placement("reporter", raw.reporter.as_ref(), d.reporter, check_cores)?,
+            feeder: placement("feeder", raw.feeder.as_ref(), d.feeder, check_cores)?,
             md_ring: raw.md_ring,
             signal_ring: raw.signal_ring,
             signal_capacity,
@@ -786,8 +865,9 @@ impl EngineConfig {
                 }
                 None => None,
             },
+            host: host_settings(raw.host.as_ref())?,
         };
-        cfg.validate()?;
+        cfg.validate_with(check_cores)?;
         Ok(cfg)
     }
 
@@ -796,6 +876,10 @@ impl EngineConfig {
     /// # Errors
     /// The first problem found, naming the field.
     pub fn validate(&self) -> Result<(), PipelineError> {
+        self.validate_with(true)
+    }
+
+    fn validate_with(&self, check_cores: bool) -> Result<(), PipelineError> {
         self.health.validate()?;
         if self.batch == 0 {
             return Err(err("batch", "must be at least 1"));
@@ -805,6 +889,7 @@ impl EngineConfig {
         }
         for (i, p) in self.stages.iter().enumerate() {
             if let Some(core) = p.core
+                && check_cores
                 && !available_cores().contains(&core)
             {
                 return Err(err(
@@ -992,5 +1077,83 @@ mod tests {
         );
         let e = msg("[models.stability]\nmax_transitions_per_hour = 0");
         assert!(e.contains("max_transitions_per_hour"), "{e}");
+    }
+
+    #[test]
+    fn host_table() {
+        assert_eq!(
+            EngineConfig::from_toml("").unwrap().host,
+            HostSettings::default()
+        );
+        let h = EngineConfig::from_toml(
+            r#"
+            [host]
+            mlockall = "required"
+            prefault = true
+            hugepages = "on"
+            realtime = false
+            realtime_priority = 80
+            "#,
+        )
+        .unwrap()
+        .host;
+        assert_eq!(
+            (
+                h.mlockall,
+                h.prefault,
+                h.hugepages,
+                h.realtime,
+                h.realtime_priority
+            ),
+            (Want::Required, Want::On, Want::On, Want::Off, 80)
+        );
+        let e = msg("[host]\nmlockall = \"always\"");
+        assert!(e.contains("host.mlockall") && e.contains("always"), "{e}");
+        let e = msg("[host]\nrealtime_priority = 0");
+        assert!(e.contains("host.realtime_priority"), "{e}");
+        assert!(msg("[host]\nrealtime_priority = 100").contains("between 1 and 99"));
+        assert!(msg("[host]\nswap = \"off\"").contains("unknown field `swap`"));
+        assert!(msg("[host]\nprefault = 1").contains("line 2"));
+    }
+
+    #[test]
+    fn shipped_profiles_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tuning/profiles");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let cfg = EngineConfig::load_for_another_host(&path)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                // Where the host has the profile's cores, the ordinary load takes it too.
+                let cores = cfg.stages.iter().chain([&cfg.reporter, &cfg.feeder]);
+                if cores
+                    .filter_map(|p| p.core)
+                    .all(|c| available_cores().contains(&c))
+                {
+                    assert_eq!(
+                        EngineConfig::load(&path).unwrap(),
+                        cfg,
+                        "{}",
+                        path.display()
+                    );
+                }
+                // The profiles name models relative to themselves: they must exist.
+                for m in [&cfg.models.sjm, &cfg.models.xgboost, &cfg.models.lstm]
+                    .into_iter()
+                    .flatten()
+                {
+                    assert!(m.exists(), "{}: {}", path.display(), m.display());
+                }
+                seen += 1;
+            }
+        }
+        assert!(seen >= 3, "expected the 2-, 4- and 8-core profiles");
+        // A profile for a bigger host is refused here only for its cores.
+        let big = dir.join("dedicated-8.toml");
+        if available_cores().len() < 8 {
+            let e = EngineConfig::load(&big).unwrap_err().to_string();
+            assert!(e.contains(".core"), "{e}");
+        }
     }
 }

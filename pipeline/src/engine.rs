@@ -22,6 +22,7 @@ use crate::health::monitor::{HealthControl, HealthSource, MonitorThread, PageSin
 use crate::health::{
     HealthCounters, HealthInputs, HealthMonitor, HealthSnapshot, N_STAGES, WriterHealth,
 };
+use crate::host::{Outcome, SettingOutcome, Want};
 use crate::inference::{InferenceCounts, InferenceEngine};
 use crate::latency::IntervalP99;
 use crate::latency::{LatencySink, Reporter, StageLatency};
@@ -60,6 +61,7 @@ pub struct Engine {
     clock: quanta::Clock,
     started: Instant,
     health: Option<MonitorThread>,
+    host: Vec<SettingOutcome>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -298,6 +300,7 @@ impl Engine {
             clock: clock.clone(),
             started: Instant::now(),
             health: None,
+            host: Vec::new(),
         };
         match cfg.mode {
             ThreadingMode::Invoker => {
@@ -339,7 +342,8 @@ impl Engine {
                             group.into_iter().map(|(_, s)| s).collect(),
                         ))
                     };
-                    StageRunner::start(stage, core, idle, hooks, abort.clone())
+                    let realtime = Some((cfg.host.realtime, cfg.host.realtime_priority));
+                    StageRunner::start_realtime(stage, core, idle, hooks, abort.clone(), realtime)
                 };
                 // Downstream first, so that a consumer is polling before its producer runs.
                 for (core, group) in groups.into_iter().rev() {
@@ -401,8 +405,46 @@ impl Engine {
                 }
             }
         }
+        engine.host = engine.realtime_outcomes(cfg);
+        // Dropping the engine on this error stops and joins everything started.
+        crate::host::HostReport {
+            outcomes: engine.host.clone(),
+        }
+        .check_required()?;
         engine.started = Instant::now();
         Ok(engine)
+    }
+
+    fn realtime_outcomes(&self, cfg: &EngineConfig) -> Vec<SettingOutcome> {
+        let want = cfg.host.realtime;
+        let mut out: Vec<SettingOutcome> = self
+            .runners
+            .iter()
+            .rev()
+            .filter_map(|r| r.realtime().cloned())
+            .collect();
+        if out.is_empty() {
+            let why = match cfg.mode {
+                ThreadingMode::Invoker => "invoker mode runs on the caller's thread",
+                _ => "no stage thread is pinned (SCHED_FIFO is only for pinned stage threads)",
+            };
+            out.push(SettingOutcome {
+                setting: "realtime".into(),
+                want,
+                outcome: if want == Want::Off {
+                    Outcome::Off
+                } else {
+                    Outcome::Unavailable(why.into())
+                },
+            });
+        }
+        out
+    }
+
+    /// What became of the `[host] realtime` setting: one outcome per pinned stage thread (or
+    /// one saying why no thread was eligible).
+    pub fn host_outcomes(&self) -> &[SettingOutcome] {
+        &self.host
     }
 
     /// A handle on the health monitor (kill switch, latest rollup), when it runs.

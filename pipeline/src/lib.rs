@@ -15,6 +15,7 @@ pub mod feature_engine;
 pub mod features;
 pub mod forecast;
 pub mod health;
+pub mod host;
 pub mod idle;
 pub mod inference;
 pub mod latency;
@@ -63,6 +64,14 @@ pub enum PipelineError {
         /// The stage.
         role: String,
         /// Why.
+        why: String,
+    },
+    /// A host setting marked `required` is not in effect.
+    #[error("host setting {setting} is required but {why}")]
+    Host {
+        /// The setting.
+        setting: String,
+        /// What the host answered.
         why: String,
     },
     /// Should not happen; reported rather than panicking.

@@ -9,6 +9,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use crate::PipelineError;
+use crate::host::{SettingOutcome, Want};
 use crate::idle::{IdleStrategy, Idler};
 
 /// A unit of work on the engine's duty cycle (Agrona's `Agent`).
@@ -161,6 +162,7 @@ pub struct DutyStats {
 pub struct StageRunner {
     name: String,
     handle: Option<JoinHandle<DutyStats>>,
+    realtime: Option<SettingOutcome>,
 }
 
 impl StageRunner {
@@ -171,21 +173,50 @@ impl StageRunner {
     /// # Errors
     /// The thread cannot be spawned, pinning fails, or `on_start` fails.
     pub fn start(
-        mut stage: Box<dyn Stage>,
+        stage: Box<dyn Stage>,
         core: Option<usize>,
         idle: IdleStrategy,
         hooks: ThreadHooks,
         abort: Arc<AtomicBool>,
     ) -> Result<Self, PipelineError> {
+        Self::start_realtime(stage, core, idle, hooks, abort, None)
+    }
+
+    /// As [`StageRunner::start`]; a pinned thread also moves itself to `SCHED_FIFO` at the given
+    /// priority after `on_start`, right before its duty loop, and its outcome is kept
+    /// ([`StageRunner::realtime`]). Unpinned threads are never made real-time.
+    ///
+    /// # Errors
+    /// As [`StageRunner::start`], and [`PipelineError::Host`] when real-time scheduling is
+    /// required and refused.
+    pub fn start_realtime(
+        mut stage: Box<dyn Stage>,
+        core: Option<usize>,
+        idle: IdleStrategy,
+        hooks: ThreadHooks,
+        abort: Arc<AtomicBool>,
+        realtime: Option<(Want, i32)>,
+    ) -> Result<Self, PipelineError> {
         let name = stage.role_name().to_string();
-        let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<(), PipelineError>>(1);
+        let (ready_tx, ready_rx) =
+            mpsc::sync_channel::<Result<Option<SettingOutcome>, PipelineError>>(1);
         let thread_name = name.clone();
         let handle = std::thread::Builder::new()
             .name(truncate_thread_name(&name))
             .spawn(move || {
                 let started = core
                     .map_or(Ok(()), |c| pin_current(&thread_name, c))
-                    .and_then(|()| stage.on_start());
+                    .and_then(|()| stage.on_start())
+                    .and_then(|()| match (core, realtime) {
+                        (Some(c), Some((want, prio))) => {
+                            let o =
+                                crate::host::realtime_current_thread(want, &thread_name, c, prio);
+                            let report = crate::host::HostReport { outcomes: vec![o] };
+                            report.check_required()?;
+                            Ok(report.outcomes.into_iter().next())
+                        }
+                        _ => Ok(None),
+                    });
                 let failed = started.is_err();
                 let _ = ready_tx.send(started);
                 if failed {
@@ -207,15 +238,22 @@ impl StageRunner {
             })
         });
         match ready {
-            Ok(()) => Ok(Self {
+            Ok(realtime) => Ok(Self {
                 name,
                 handle: Some(handle),
+                realtime,
             }),
             Err(e) => {
                 let _ = handle.join();
                 Err(e)
             }
         }
+    }
+
+    /// What became of real-time scheduling on this thread (none when not asked for, or the
+    /// thread is not pinned).
+    pub fn realtime(&self) -> Option<&SettingOutcome> {
+        self.realtime.as_ref()
     }
 
     /// Whether the thread has ended.
@@ -433,6 +471,57 @@ mod tests {
         assert_eq!(
             truncate_thread_name("ingest+features+inference"),
             "ingest+features"
+        );
+    }
+
+    #[test]
+    fn realtime_outcome_is_reported_and_required_refusal_fails_start() {
+        let core = available_cores()[0];
+        let mk = || -> Box<dyn Stage> {
+            Box::new(Counter {
+                name: "rt",
+                left: 1,
+                log: Arc::default(),
+            })
+        };
+        let start = |stage, core, realtime| {
+            StageRunner::start_realtime(
+                stage,
+                core,
+                IdleStrategy::BusySpin,
+                ThreadHooks::default(),
+                Arc::new(AtomicBool::new(false)),
+                realtime,
+            )
+        };
+        // Whatever this host permits, a pinned thread reports what happened.
+        let r = start(mk(), Some(core), Some((Want::On, 1))).unwrap();
+        let o = r
+            .realtime()
+            .cloned()
+            .expect("an outcome for a pinned thread");
+        assert_eq!(o.setting, format!("realtime[rt@core {core}]"));
+        assert!(
+            matches!(
+                o.outcome,
+                crate::host::Outcome::Applied(_) | crate::host::Outcome::NotPermitted(_)
+            ),
+            "{o}"
+        );
+        r.join().unwrap();
+        // Unpinned threads are never made real-time.
+        let r = start(mk(), None, Some((Want::Required, 1))).unwrap();
+        assert!(r.realtime().is_none());
+        r.join().unwrap();
+        // Priority 100 is outside SCHED_FIFO's range on every kernel: refused.
+        let r = start(mk(), Some(core), Some((Want::On, 100))).unwrap();
+        let o = r.realtime().cloned().unwrap();
+        assert!(o.failed() && o.to_string().contains("EINVAL"), "{o}");
+        r.join().unwrap();
+        let e = start(mk(), Some(core), Some((Want::Required, 100))).unwrap_err();
+        assert!(
+            matches!(e, PipelineError::Host { .. }) && e.to_string().contains("EINVAL"),
+            "{e}"
         );
     }
 }

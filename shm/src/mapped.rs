@@ -93,10 +93,23 @@ impl MappedRegion {
         len: usize,
         writable: bool,
     ) -> Result<Self, ShmError> {
+        Self::map(file, path, len, writable, writable)
+    }
+
+    fn map(
+        file: &File,
+        path: &Path,
+        len: usize,
+        writable: bool,
+        populate: bool,
+    ) -> Result<Self, ShmError> {
         let mut options = MmapOptions::new();
         options.len(len);
+        if populate {
+            options.populate();
+        }
         let map = if writable {
-            options.populate().map_raw(file)
+            options.map_raw(file)
         } else {
             options.map_raw_read_only(file)
         }
@@ -119,6 +132,39 @@ impl MappedRegion {
     /// Whether this mapping may be written.
     pub fn writable(&self) -> bool {
         self.writable
+    }
+
+    /// The mapping's length in bytes.
+    pub fn len_bytes(&self) -> usize {
+        self.words * 8
+    }
+
+    /// Faults every page of the mapping in now, by loading one word per page, so that the first
+    /// touch on a hot path finds the page mapped. Returns the number of pages touched.
+    ///
+    /// Loads work on read-only mappings too; on a shared file mapping a load maps the file's
+    /// page, which is the one the writer fills.
+    pub fn prefault(&self) -> usize {
+        let step = (crate::host::page_size() / 8).max(1);
+        let words = self.words();
+        let mut sum = 0u64;
+        for w in words.iter().step_by(step) {
+            // Relaxed: only the fault matters, not the value.
+            sum = sum.wrapping_add(w.load(std::sync::atomic::Ordering::Relaxed));
+        }
+        std::hint::black_box(sum);
+        words.len().div_ceil(step)
+    }
+
+    /// Asks the kernel to back this mapping with transparent huge pages
+    /// (`madvise(MADV_HUGEPAGE)`). For a file in tmpfs (`/dev/shm`) it takes effect when
+    /// `/sys/kernel/mm/transparent_hugepage/shmem_enabled` is `advise`, `within_size` or
+    /// `always`; pages already faulted in are collapsed later by khugepaged, if at all.
+    ///
+    /// # Errors
+    /// The kernel's answer (`EINVAL` on kernels without transparent huge pages).
+    pub fn advise_huge_pages(&self) -> io::Result<()> {
+        self.map.advise(memmap2::Advice::HugePage)
     }
 }
 
@@ -209,11 +255,60 @@ pub fn create(
     options: &CreateOptions,
     meta: &[u8],
 ) -> Result<RingWriter<MappedRegion>, ShmError> {
+    create_with_pages(path, options, meta, false).map(|(writer, _)| writer)
+}
+
+/// Creates a `len`-byte file at `path` atomically: the file is built in a temporary file beside
+/// `path`, mapped read-write and handed to `init` (with the temporary path, for errors), and
+/// renamed into place only once `init` succeeded. On any failure the temporary file is removed.
+/// `group` may read the file (mode 0640 and that group); otherwise the mode is 0600.
+pub(crate) fn create_file<T>(
+    path: &Path,
+    len: usize,
+    group: Option<&str>,
+    init: impl FnOnce(MappedRegion, &Path) -> Result<T, ShmError>,
+) -> Result<T, ShmError> {
+    create_file_with(path, len, group, false, init).map(|(made, _)| made)
+}
+
+/// What backs the pages of a ring file created with [`create_with_pages`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PageBacking {
+    /// Base pages only (huge pages not asked for, and not on hugetlbfs).
+    Base,
+    /// The file lives on hugetlbfs: every page is a huge page of this many bytes (the file is
+    /// rounded up to a whole number of them).
+    HugeTlbFs {
+        /// Huge page size in bytes.
+        page_size: u64,
+    },
+    /// Transparent huge pages were asked for with `madvise(MADV_HUGEPAGE)` before the pages
+    /// were faulted in; whether the kernel grants them depends on `shmem_enabled`.
+    TransparentAdvised,
+    /// Huge pages were asked for and refused: the kernel's answer.
+    Refused(String),
+}
+
+/// Like [`create`], and says what backs the ring's pages. A path on hugetlbfs gets huge pages
+/// by construction, with or without `huge_pages` (the file is rounded up to whole huge pages, as
+/// hugetlbfs requires, here and in [`create`]); with `huge_pages`, any other path is advised
+/// towards transparent huge pages before its pages are faulted in (which they all are before
+/// this returns, as with [`create`]).
+///
+/// # Errors
+/// As [`create`].
+pub fn create_with_pages(
+    path: &Path,
+    options: &CreateOptions,
+    meta: &[u8],
+    huge_pages: bool,
+) -> Result<(RingWriter<MappedRegion>, PageBacking), ShmError> {
     let geometry = RingGeometry::new(options.capacity, options.max_payload, meta.len())?;
-    create_file(
+    create_file_with(
         path,
         geometry.total_len(),
         options.group.as_deref(),
+        huge_pages,
         |region, tmp| {
             let now = unix_now_ns();
             let identity = WriterIdentity {
@@ -231,16 +326,13 @@ pub fn create(
     )
 }
 
-/// Creates a `len`-byte file at `path` atomically: the file is built in a temporary file beside
-/// `path`, mapped read-write and handed to `init` (with the temporary path, for errors), and
-/// renamed into place only once `init` succeeded. On any failure the temporary file is removed.
-/// `group` may read the file (mode 0640 and that group); otherwise the mode is 0600.
-pub(crate) fn create_file<T>(
+fn create_file_with<T>(
     path: &Path,
     len: usize,
     group: Option<&str>,
+    huge_pages: bool,
     init: impl FnOnce(MappedRegion, &Path) -> Result<T, ShmError>,
-) -> Result<T, ShmError> {
+) -> Result<(T, PageBacking), ShmError> {
     let gid = group.map(lookup_group).transpose()?;
     let name = path.file_name().ok_or_else(|| ShmError::Io {
         op: "create",
@@ -269,11 +361,45 @@ pub(crate) fn create_file<T>(
         // Explicit, so the umask cannot widen or narrow what was asked for.
         file.set_permissions(std::fs::Permissions::from_mode(mode))
             .map_err(io_err("chmod", &tmp))?;
-        file.set_len(len as u64).map_err(io_err("resize", &tmp))?;
-        let region = MappedRegion::new(&file, &tmp, len, true)?;
+        // A file on hugetlbfs is on huge pages whatever was asked, and can only be sized and
+        // mapped in whole huge pages.
+        let hugetlbfs = crate::host::hugetlbfs_page_size(&tmp)
+            .map_err(io_err("statfs", &tmp))?
+            .filter(|p| *p > 0);
+        let len = match hugetlbfs {
+            Some(p) => (len as u64).div_ceil(p).saturating_mul(p),
+            None => len as u64,
+        };
+        file.set_len(len).map_err(io_err("resize", &tmp))?;
+        let len = usize::try_from(len).map_err(|_| {
+            io_err("map", &tmp)(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "file larger than the address space",
+            ))
+        })?;
+        let (region, backing) = match (huge_pages, hugetlbfs) {
+            (false, None) => (
+                MappedRegion::new(&file, &tmp, len, true)?,
+                PageBacking::Base,
+            ),
+            (_, Some(page_size)) => (
+                MappedRegion::new(&file, &tmp, len, true)?,
+                PageBacking::HugeTlbFs { page_size },
+            ),
+            (true, None) => {
+                // Advise first, fault in after: the advice only shapes pages not yet faulted.
+                let region = MappedRegion::map(&file, &tmp, len, true, false)?;
+                let backing = match region.advise_huge_pages() {
+                    Ok(()) => PageBacking::TransparentAdvised,
+                    Err(e) => PageBacking::Refused(crate::host::errno_name(&e)),
+                };
+                region.prefault();
+                (region, backing)
+            }
+        };
         let made = init(region, &tmp)?;
         std::fs::rename(&tmp, path).map_err(io_err("rename", path))?;
-        Ok(made)
+        Ok((made, backing))
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -460,5 +586,49 @@ pub fn inspect(path: &Path) -> Result<(MappedRegion, RingInfo), ShmError> {
         HeaderState::Ready(info) => Ok((region, info)),
         HeaderState::TooShortForHeader => Err(not_ready("file exists but is not sized yet")),
         HeaderState::VersionNotWritten => Err(not_ready("header version not written yet")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huge_page_rings_work_like_any_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.ring");
+        let options = CreateOptions {
+            capacity: 1 << 16,
+            max_payload: 256,
+            ..CreateOptions::default()
+        };
+        let (mut writer, backing) = create_with_pages(&path, &options, b"meta", true).unwrap();
+        // A temp dir is never hugetlbfs: the mapping was advised, or the kernel said why not.
+        assert!(
+            matches!(
+                backing,
+                PageBacking::TransparentAdvised | PageBacking::Refused(_)
+            ),
+            "{backing:?}"
+        );
+        writer.publish(b"hello", 1).unwrap();
+        let mut reader = attach_wait(
+            &path,
+            AttachOptions {
+                start: StartAt::Oldest,
+                read_only: true,
+            },
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let mut buf = [0u8; 16];
+        let frame = reader.try_read(&mut buf).unwrap();
+        assert_eq!(&buf[..frame.len], b"hello");
+        let region = reader.region();
+        let page = crate::host::page_size();
+        assert_eq!(region.prefault(), region.len_bytes().div_ceil(page));
+        let (_, plain) =
+            create_with_pages(&dir.path().join("plain.ring"), &options, b"", false).unwrap();
+        assert_eq!(plain, PageBacking::Base);
     }
 }
