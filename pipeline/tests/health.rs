@@ -147,27 +147,55 @@ fn writer_heartbeat_stopping_engages_the_kill_switch_within_a_tick() {
     let s = engine.health().unwrap().snapshot();
     assert!(!s.kill, "healthy feed: {s:?}");
     assert_eq!(s.market_data, Status::Ok);
-    // The writer goes silent (no heartbeat, no data, ring not closed).
-    let (waited, s) =
-        wait_for(&engine, Duration::from_secs(3), |s| s.kill).expect("kill switch engages");
+    // The writer goes silent (no heartbeat, no data, ring not closed). Engagement is checked
+    // against the monitor's own ticks, not the wall clock of a loaded test host: the tick before
+    // the switch saw a fresh heartbeat, the switching tick the first stale one.
     let stale = Duration::from_millis(250);
-    // Heartbeats were 50 ms apart: the last one is 0-50 ms old when the writer stops.
+    let mut before = s;
+    let (waited, s) = wait_for(&engine, Duration::from_secs(5), |s| {
+        if !s.kill {
+            before = s.clone();
+        }
+        s.kill
+    })
+    .expect("kill switch engages");
     assert!(
-        waited + Duration::from_millis(50) >= stale,
-        "engaged too early: {waited:?}"
+        s.heartbeat_age_ns > stale.as_nanos() as u64,
+        "engaged before the heartbeat was stale: {s:?}"
     );
-    assert!(
-        waited <= stale + Duration::from_millis(100) + Duration::from_millis(60),
-        "not within one 100 ms tick of the heartbeat going stale: {waited:?}"
-    );
+    if s.tick == before.tick + 1 {
+        assert!(
+            before.heartbeat_age_ns <= stale.as_nanos() as u64,
+            "the tick before the switch already saw a stale heartbeat: {before:?}"
+        );
+    } else {
+        eprintln!(
+            "note: this test's poller missed ticks {}..{} (loaded host); tick order not checked",
+            before.tick + 1,
+            s.tick
+        );
+    }
+    assert!(waited < Duration::from_secs(2), "took {waited:?}");
     assert_ne!(s.kill_reasons & kill_reason::WRITER_DEAD, 0, "{s:?}");
     assert_eq!(
         (s.status, s.alert),
         (Status::Critical, AlertLevel::Critical)
     );
     // The writer comes back: signals published from now on carry the switch.
-    feed.run_for(Duration::from_millis(100), 4500 * PX, true);
-    let sigs = signals(&mut sig);
+    // Fed until the monitor has seen the heartbeat again (its next tick; later on a loaded
+    // host), so the last signals carry the cleared alert.
+    let mut sigs = Vec::new();
+    let fed = Instant::now();
+    loop {
+        feed.run_for(Duration::from_millis(100), 4500 * PX, true);
+        sigs.extend(signals(&mut sig));
+        let cleared = sigs
+            .last()
+            .is_some_and(|s| s.alert == AlertLevel::None.as_u8());
+        if cleared || fed.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+    }
     assert!(sigs.iter().any(|s| s.kill == 0), "signals before the kill");
     // The condition has cleared (alert back to none), but the switch stays latched.
     let last = sigs.last().unwrap();
