@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tickpipe_shm::{Region, RingReader, RingWriter};
 
 use crate::PipelineError;
+use crate::builder::Extensions;
 use crate::config::{EngineConfig, STAGES, ThreadingMode};
 use crate::feature_engine::{FeatureEngine, FeatureEngineCounts};
 use crate::forecast::ForecastCounts;
@@ -134,7 +135,30 @@ impl Engine {
         R: Region + Send + 'static,
         W: Region + Send + 'static,
     {
+        Self::start_with(cfg, reader, signals, clock, hooks, Extensions::default())
+    }
+
+    /// [`Engine::start`] with what an [`crate::builder::EngineBuilder`] adds: taps on the
+    /// publish stage, user stages and a user scoring model.
+    pub(crate) fn start_with<R, W>(
+        cfg: &EngineConfig,
+        reader: RingReader<R>,
+        signals: RingWriter<W>,
+        clock: quanta::Clock,
+        hooks: ThreadHooks,
+        ext: Extensions,
+    ) -> Result<Engine, PipelineError>
+    where
+        R: Region + Send + 'static,
+        W: Region + Send + 'static,
+    {
         cfg.validate()?;
+        let Extensions {
+            taps,
+            tap_links,
+            stages: user_stages,
+            scorer,
+        } = ext;
         let interval = clock_ticks_per_ms(&clock)
             .saturating_mul(cfg.report_interval.as_micros() as u64)
             / 1000;
@@ -161,7 +185,8 @@ impl Engine {
         let inference_engine = InferenceEngine::new(
             &cfg.models.inference(max_instruments),
             cfg.features.time_source,
-        )?;
+        )?
+        .with_user_scorer(scorer)?;
         let inference_stats = Arc::new(ModelStats::default());
         let (model_control, swap_port) =
             crate::swap::swap_channel(cfg.models.stability, max_instruments);
@@ -271,8 +296,10 @@ impl Engine {
                 reporter.recorder("health", interval)?,
                 published.clone(),
                 health_counters.clone(),
-            )),
+            )
+            .with_taps(taps)),
         ));
+        links.extend(tap_links);
 
         let abort = Arc::new(AtomicBool::new(false));
         let mut engine = Engine {
@@ -298,6 +325,7 @@ impl Engine {
         match cfg.mode {
             ThreadingMode::Invoker => {
                 let mut all: Vec<Box<dyn Stage>> = stages.into_iter().map(|(_, s)| s).collect();
+                all.extend(user_stages.into_iter().map(|(s, _)| s));
                 all.push(Box::new(reporter));
                 let mut invoker = Invoker::new(Box::new(CompositeStage::new(all)));
                 invoker.start()?;
@@ -337,7 +365,17 @@ impl Engine {
                     };
                     StageRunner::start(stage, core, idle, hooks, abort.clone())
                 };
-                // Downstream first, so that a consumer is polling before its producer runs.
+                // Downstream first, so that a consumer is polling before its producer runs:
+                // user stages (fed by the publish stage) before the pipeline.
+                for (stage, at) in user_stages {
+                    match StageRunner::start(stage, at.core, at.idle, hooks, abort.clone()) {
+                        Ok(r) => engine.runners.push(r),
+                        Err(e) => {
+                            engine.abort_and_join();
+                            return Err(e);
+                        }
+                    }
+                }
                 for (core, group) in groups.into_iter().rev() {
                     match start(core, group) {
                         Ok(r) => engine.runners.push(r),
