@@ -162,6 +162,9 @@ fn main() -> Result<()> {
             s.vwap_dev_bps
         );
     }
-    println!("total {seen} ticks (every published vector: {})", seen == report.signals);
+    println!(
+        "total {seen} ticks (every published vector: {})",
+        seen == report.signals
+    );
     Ok(())
 }

@@ -62,13 +62,13 @@ use tickpipe_shm::mapped::{self, AttachOptions, CreateOptions, MappedRegion, Shm
 use tickpipe_shm::ring::{HeapRegion, content};
 use tickpipe_shm::{Region, RingReader, RingWriter, StartAt, heap_ring};
 
+use crate::PipelineError;
 use crate::config::{EngineConfig, Placement};
 use crate::engine::Engine;
 use crate::link::{LinkStats, Message, Policy, Receiver, Sender, link};
 use crate::msg::Tick;
 use crate::signal::{SIGNAL_LEN, SIGNAL_META, Signal};
 use crate::stage::{Stage, ThreadHooks};
-use crate::PipelineError;
 
 /// Index of the publish stage (`health`) in [`crate::config::STAGES`]: user stages idle as it
 /// does unless told otherwise.
@@ -488,8 +488,10 @@ where
             )?;
             ext.taps.ticks.push(tx);
             ext.tap_links.push(stats);
-            ext.stages
-                .push((Box::new(TapStage::new(name, rx, batch, stage)), placement(at)));
+            ext.stages.push((
+                Box::new(TapStage::new(name, rx, batch, stage)),
+                placement(at),
+            ));
         }
         if !ext.taps.signals.is_empty() {
             ext.taps.sig_buf = vec![SignalMsg::default(); batch];
@@ -543,8 +545,13 @@ where
     match output {
         Output::Writer(w) => Ok(Engine::start_with(cfg, reader, w, clock, hooks, ext)?),
         Output::None => {
-            let (w, _) = heap_ring(PRIVATE_SIGNAL_RING, SIGNAL_LEN, &SIGNAL_META, content::SIGNALS)
-                .map_err(|e| BuildError::Start(PipelineError::Internal(e.to_string())))?;
+            let (w, _) = heap_ring(
+                PRIVATE_SIGNAL_RING,
+                SIGNAL_LEN,
+                &SIGNAL_META,
+                content::SIGNALS,
+            )
+            .map_err(|e| BuildError::Start(PipelineError::Internal(e.to_string())))?;
             let w: RingWriter<Arc<HeapRegion>> = w;
             Ok(Engine::start_with(cfg, reader, w, clock, hooks, ext)?)
         }

@@ -288,16 +288,18 @@ impl Engine {
         }
         stages.push((
             3,
-            Box::new(PublishStage::new(
-                health_rx,
-                signals,
-                cfg.batch,
-                clock.clone(),
-                reporter.recorder("health", interval)?,
-                published.clone(),
-                health_counters.clone(),
-            )
-            .with_taps(taps)),
+            Box::new(
+                PublishStage::new(
+                    health_rx,
+                    signals,
+                    cfg.batch,
+                    clock.clone(),
+                    reporter.recorder("health", interval)?,
+                    published.clone(),
+                    health_counters.clone(),
+                )
+                .with_taps(taps),
+            ),
         ));
         links.extend(tap_links);
 
@@ -491,6 +493,12 @@ impl Engine {
         self.ingest.counts()
     }
 
+    /// The ingest counters as a shared handle, for another thread that follows progress while
+    /// the engine runs.
+    pub fn ingest_stats(&self) -> Arc<IngestStats> {
+        self.ingest.clone()
+    }
+
     /// The handle that swaps the inference stage's models while it runs (see [`crate::swap`]);
     /// `None` after the first call.
     pub fn model_control(&mut self) -> Option<crate::swap::ModelControl> {
@@ -622,7 +630,8 @@ impl HealthSource for EngineProbe {
         inp.missed = ing.missed + ing.undecodable;
         let (mut dropped, mut slow, mut stalls, mut occ) = (0, 0, 0, 0f64);
         for l in &self.links {
-            let c = l.counts();
+            // Without the name: a tick of the monitor allocates nothing.
+            let c = l.totals();
             if c.policy == Policy::Backpressure {
                 dropped += c.dropped + c.conflated;
                 stalls += c.stalls;

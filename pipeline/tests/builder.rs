@@ -150,7 +150,10 @@ fn builder_gives_the_same_signals_as_engine_start() {
         // Compared as bytes: NaN scores never compare equal as floats.
         let bytes = |v: Vec<Signal>| v.iter().map(Signal::encode).collect::<Vec<_>>();
         assert!(bytes(inline.take()) == want, "{mode}: the inline consumer");
-        assert!(bytes(threaded.take()) == want, "{mode}: the threaded consumer");
+        assert!(
+            bytes(threaded.take()) == want,
+            "{mode}: the threaded consumer"
+        );
         let tap = rep
             .links
             .iter()
@@ -266,7 +269,9 @@ fn user_stage_and_consumer_see_every_tick_and_signal() {
         assert_eq!(thread, "tick-counter", "runs on a thread of its own");
         // Round robin over the instruments in groups of four records.
         for (id, &c) in per.iter().enumerate().skip(1) {
-            let want = (0..n).filter(|i| (i / 4) % INSTRUMENTS + 1 == id as u64).count();
+            let want = (0..n)
+                .filter(|i| (i / 4) % INSTRUMENTS + 1 == id as u64)
+                .count();
             assert_eq!(c, want as u64, "instrument {id}");
         }
         let slow = rep.links.iter().find(|l| l.name == "health->slow").unwrap();
