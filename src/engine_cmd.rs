@@ -468,7 +468,6 @@ fn spool_records(input: &ProfileInput) -> Result<Spool> {
             }
         }
     }
-    drop(put);
     if let Some(e) = failure {
         return Err(e).with_context(|| format!("writing {}", spool.path.display()));
     }

@@ -163,13 +163,16 @@ fn builder_gives_the_same_signals_as_engine_start() {
     }
 }
 
+/// What the tick counter saw: ticks, per instrument, out of order, its thread's name.
+type Counted = (u64, [u64; INSTRUMENTS as usize + 1], u64, String);
+
 /// Counts ticks per instrument and checks they arrive in input order.
 struct TickCounter {
     next_seq: u64,
     per_instrument: [u64; INSTRUMENTS as usize + 1],
     out_of_order: u64,
     started_on: Option<String>,
-    result: Arc<Mutex<Option<(u64, [u64; INSTRUMENTS as usize + 1], u64, String)>>>,
+    result: Arc<Mutex<Option<Counted>>>,
 }
 
 impl UserStage for TickCounter {
