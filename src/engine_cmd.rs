@@ -449,20 +449,51 @@ pub struct ProfileOptions {
     pub ring_capacity: Option<usize>,
     /// Hot-swap the scoring model this often while the replay runs (threaded modes).
     pub swap_every: Option<Duration>,
+    /// Resident memory is sampled this often (and once when start-up is done).
+    pub rss_interval: Duration,
 }
 
-/// Records held in memory, framed as they will be published.
-struct Records {
-    bytes: Vec<u8>,
-    ends: Vec<usize>,
+/// The input decoded once into a temporary file of DBN records, as they will be published
+/// (each record's first byte is its length in 4-byte words). The replay streams it back
+/// through a fixed buffer: the feeder copies from the page cache instead of decompressing or
+/// generating, and the process's memory does not grow with the input.
+struct Spool {
+    path: PathBuf,
+    records: u64,
+    bytes: u64,
+    meta: Vec<u8>,
 }
 
-fn load_records(input: &ProfileInput) -> Result<(Records, Vec<u8>)> {
-    let mut recs = Records {
-        bytes: Vec::new(),
-        ends: Vec::new(),
+impl Drop for Spool {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The smallest DBN record: its header.
+const DBN_HEADER_LEN: usize = 16;
+
+fn spool_records(input: &ProfileInput) -> Result<Spool> {
+    let path = std::env::temp_dir().join(format!("tickpipe-profile-{}.spool", std::process::id()));
+    let file = std::fs::File::create(&path)
+        .with_context(|| format!("creating the input spool {}", path.display()))?;
+    let mut spool = Spool {
+        path,
+        records: 0,
+        bytes: 0,
+        meta: Vec::new(),
     };
-    let meta;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let mut failure = None;
+    let mut put = |rec: &[u8], spool: &mut Spool| {
+        if let Err(e) = out.write_all(rec) {
+            failure.get_or_insert(e);
+            return ControlFlow::Break(());
+        }
+        spool.records += 1;
+        spool.bytes += rec.len() as u64;
+        ControlFlow::Continue(())
+    };
     match input {
         ProfileInput::Generate(n) => {
             ensure!(*n > 0, "--generate needs at least one event");
@@ -470,10 +501,11 @@ fn load_records(input: &ProfileInput) -> Result<(Records, Vec<u8>)> {
                 events: *n,
                 ..SynthConfig::default()
             })?;
-            meta = crate::capture::encode_metadata(&g.metadata())?;
+            spool.meta = crate::capture::encode_metadata(&g.metadata())?;
             while let Some(r) = g.next_record() {
-                recs.bytes.extend_from_slice(r.as_ref());
-                recs.ends.push(recs.bytes.len());
+                if put(r.as_ref(), &mut spool).is_break() {
+                    break;
+                }
             }
         }
         ProfileInput::Captures(paths) => {
@@ -482,18 +514,121 @@ fn load_records(input: &ProfileInput) -> Result<(Records, Vec<u8>)> {
                 .iter()
                 .map(|p| Capture::open(p))
                 .collect::<Result<Vec<_>, _>>()?;
-            meta = crate::capture::encode_metadata(&crate::capture::stream_metadata(&caps)?)?;
+            spool.meta = crate::capture::encode_metadata(&crate::capture::stream_metadata(&caps)?)?;
             for mut c in caps {
-                let _ = c.visit(|rec| {
-                    recs.bytes.extend_from_slice(rec.as_ref());
-                    recs.ends.push(recs.bytes.len());
-                    ControlFlow::Continue(())
-                })?;
+                if c.visit(|rec| put(rec.as_ref(), &mut spool))?.is_break() {
+                    break;
+                }
             }
         }
     }
-    ensure!(!recs.ends.is_empty(), "the input holds no records");
-    Ok((recs, meta))
+    if let Some(e) = failure {
+        return Err(e).with_context(|| format!("writing {}", spool.path.display()));
+    }
+    out.flush()
+        .with_context(|| format!("writing {}", spool.path.display()))?;
+    ensure!(spool.records > 0, "the input holds no records");
+    Ok(spool)
+}
+
+/// Reads a [`Spool`] back, one record at a time, into a fixed buffer.
+struct SpoolReader {
+    input: std::io::BufReader<std::fs::File>,
+    buf: [u8; MAX_DBN_RECORD],
+}
+
+impl SpoolReader {
+    fn open(spool: &Spool) -> Result<Self> {
+        let file = std::fs::File::open(&spool.path)
+            .with_context(|| format!("opening {}", spool.path.display()))?;
+        Ok(Self {
+            input: std::io::BufReader::with_capacity(1 << 20, file),
+            buf: [0; MAX_DBN_RECORD],
+        })
+    }
+
+    /// The next record; `None` at the end.
+    fn next_record(&mut self) -> std::io::Result<Option<&[u8]>> {
+        use std::io::Read;
+        match self.input.read_exact(&mut self.buf[..1]) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let len = usize::from(self.buf[0]) * 4;
+        if len < DBN_HEADER_LEN {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("a record of {len} bytes in the input spool"),
+            ));
+        }
+        self.input.read_exact(&mut self.buf[1..len])?;
+        Ok(Some(&self.buf[..len]))
+    }
+}
+
+/// Samples resident memory on a thread of its own until stopped.
+struct RssSampler {
+    stop: std::sync::mpsc::Sender<()>,
+    handle: std::thread::JoinHandle<Vec<crate::profile_report::RssPoint>>,
+}
+
+impl RssSampler {
+    /// Takes the start-up sample now, then one every `interval`, each with the engine's
+    /// progress (frames ingested).
+    fn start(
+        interval: Duration,
+        ingest: Arc<tickpipe_pipeline::stages::IngestStats>,
+    ) -> Result<Self> {
+        use crate::profile_report::{RssPoint, read_rss};
+        let mut buf = String::with_capacity(4096);
+        let origin = Instant::now();
+        let first = RssPoint {
+            at: Duration::ZERO,
+            ingested: 0,
+            rss: read_rss(&mut buf)?,
+        };
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let handle = std::thread::Builder::new()
+            .name("rss-sampler".into())
+            .spawn(move || {
+                let mut points = Vec::with_capacity(4096);
+                points.push(first);
+                let mut next = origin + interval;
+                loop {
+                    let wait = next.saturating_duration_since(Instant::now());
+                    // Stopped (or the profile gone): one last sample, after the drain.
+                    let last = !matches!(
+                        stopped.recv_timeout(wait),
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                    );
+                    next += interval;
+                    if let Ok(rss) = read_rss(&mut buf) {
+                        points.push(RssPoint {
+                            at: origin.elapsed(),
+                            ingested: ingest.counts().frames,
+                            rss,
+                        });
+                    }
+                    if last {
+                        break;
+                    }
+                }
+                points
+            })
+            .context("starting the memory sampler")?;
+        Ok(Self { stop, handle })
+    }
+
+    /// Takes a last sample and returns them all.
+    fn finish(self, interval: Duration, events: u64) -> crate::profile_report::MemoryTimeline {
+        drop(self.stop);
+        crate::profile_report::MemoryTimeline {
+            interval,
+            events,
+            points: self.handle.join().unwrap_or_default(),
+        }
+    }
 }
 
 /// What the feeder did.
@@ -532,16 +667,24 @@ impl Schedule {
 /// coordinated omission.
 fn feed(
     writer: &mut RingWriter<MappedRegion>,
-    recs: &Records,
+    recs: &mut SpoolReader,
     schedule: Option<Schedule>,
     clock: &quanta::Clock,
     stop: &AtomicBool,
     mut between: impl FnMut(),
-) -> FeedStats {
+) -> Result<FeedStats> {
     let start = clock.raw();
     let mut stats = FeedStats::default();
-    let mut from = 0usize;
-    for (i, &end) in recs.ends.iter().enumerate() {
+    let mut failure = None;
+    for i in 0usize.. {
+        let rec = match recs.next_record() {
+            Ok(Some(rec)) => rec,
+            Ok(None) => break,
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        };
         let stamp = match schedule {
             Some(s) => {
                 let due = s.due(i);
@@ -564,8 +707,7 @@ fn feed(
             writer.heartbeat(mapped::unix_now_ns());
         }
         // Records come from a capture or the generator, all within the ring's max payload.
-        let _ = writer.publish(&recs.bytes[from..end], stamp);
-        from = end;
+        let _ = writer.publish(rec, stamp);
         stats.published += 1;
         if i.is_multiple_of(64) {
             between();
@@ -574,7 +716,10 @@ fn feed(
     stats.elapsed = clock.delta(start, clock.raw());
     writer.heartbeat(mapped::unix_now_ns());
     writer.finish();
-    stats
+    match failure {
+        Some(e) => Err(e).context("reading the input spool back"),
+        None => Ok(stats),
+    }
 }
 
 /// Runs a profiling session and writes its report.
@@ -583,8 +728,10 @@ fn feed(
 /// Set-up failures, or failing to write the report.
 pub fn profile(opts: &ProfileOptions, stop: &Arc<AtomicBool>) -> Result<EngineReport> {
     let mode = opts.config.mode;
-    let (recs, meta) = load_records(&opts.input)?;
-    let n = recs.ends.len() as u64;
+    let spool = spool_records(&opts.input)?;
+    let mut recs = SpoolReader::open(&spool)?;
+    let meta = &spool.meta;
+    let n = spool.records;
     let md_path = default_ring_path("profile-md");
     let sig_path = default_ring_path("profile-signals");
     let host = opts.config.host;
@@ -593,14 +740,14 @@ pub fn profile(opts: &ProfileOptions, stop: &Arc<AtomicBool>) -> Result<EngineRe
         &md_path,
         &CreateOptions {
             capacity: opts.ring_capacity.unwrap_or_else(|| {
-                let framed =
-                    recs.bytes.len() + recs.ends.len() * tickpipe_shm::layout::frame_len(0);
+                let framed = spool.bytes as usize
+                    + spool.records as usize * tickpipe_shm::layout::frame_len(0);
                 framed.next_power_of_two().clamp(1 << 20, 1 << 30)
             }),
             max_payload: MAX_DBN_RECORD,
             ..CreateOptions::default()
         },
-        &meta,
+        meta,
         host.hugepages != Want::Off,
     )
     .with_context(|| format!("creating ring {}", md_path.display()))?;
@@ -668,6 +815,7 @@ pub fn profile(opts: &ProfileOptions, stop: &Arc<AtomicBool>) -> Result<EngineRe
                 anyhow::bail!("--swap-every needs a scoring model ([models] xgboost)")
             }
         };
+        let sampler = RssSampler::start(opts.rss_interval, engine.ingest_stats())?;
         let started = Instant::now();
         let schedule = Schedule::new(&clock, opts.rate);
         let mut writer = writer;
@@ -675,14 +823,15 @@ pub fn profile(opts: &ProfileOptions, stop: &Arc<AtomicBool>) -> Result<EngineRe
         let mut control_back = None;
         let feed_stats = if mode == ThreadingMode::Invoker {
             // The caller's thread drives the engine while it waits and every 64 publishes.
-            feed(&mut writer, &recs, schedule, &clock, stop, || {
+            feed(&mut writer, &mut recs, schedule, &clock, stop, || {
                 engine.invoke();
-            })
+            })?
         } else {
             let feeder_core = opts.config.feeder.core;
             let (clock, stop) = (clock.clone(), stop.clone());
             let fed = &fed;
             let control_back = &mut control_back;
+            let recs = &mut recs;
             std::thread::scope(|s| {
                 let swapper = swapping.map(|(every, model, mut control)| {
                     // Off the hot path: prepares each update, then drops what it replaced.
@@ -704,7 +853,7 @@ pub fn profile(opts: &ProfileOptions, stop: &Arc<AtomicBool>) -> Result<EngineRe
                         if let Some(core) = feeder_core {
                             tickpipe_pipeline::stage::pin_current("feeder", core)?;
                         }
-                        Ok(feed(&mut writer, &recs, schedule, &clock, &stop, || {}))
+                        feed(&mut writer, recs, schedule, &clock, &stop, || {})
                     })
                     .join()
                     .map_err(|_| anyhow::anyhow!("the feeder thread panicked"));
@@ -723,6 +872,7 @@ pub fn profile(opts: &ProfileOptions, stop: &Arc<AtomicBool>) -> Result<EngineRe
         }
         let report = engine.join()?;
         let wall = started.elapsed();
+        let memory = sampler.finish(opts.rss_interval, n);
         if let Some(mut control) = control_back {
             // After the join: every queued update has been applied or will never be.
             control.collect();
@@ -782,10 +932,13 @@ pub fn profile(opts: &ProfileOptions, stop: &Arc<AtomicBool>) -> Result<EngineRe
                 feed_stats.late_max_ns.to_string(),
             ),
         ];
+        let mut run = run;
+        run.extend(memory.run_entries());
         let rep = ProfileReport { title, series, run };
         let mut stdout = std::io::stdout().lock();
         crate::profile_report::print_table(&mut stdout, &rep)?;
         print_counters(&mut stdout, &report)?;
+        memory.print(&mut stdout)?;
         let files = crate::profile_report::write_outputs(&opts.out, &rep)?;
         writeln!(
             stdout,

@@ -10,6 +10,13 @@ pub use tickpipe_models as models;
 pub use tickpipe_pipeline as pipeline;
 pub use tickpipe_shm as shm;
 
+/// Embedding: build and start an engine inside a program of one's own (see
+/// [`pipeline::builder`] and the `custom_stage` and `signal_consumer` examples).
+pub use tickpipe_pipeline::builder::{
+    BuildError, Delivery, EngineBuilder, Scorer, SignalConsumer, UserStage,
+};
+pub use tickpipe_pipeline::{Engine, EngineConfig, EngineReport};
+
 pub mod capture;
 pub mod control_api;
 pub mod demo;

@@ -196,6 +196,9 @@ enum Command {
         /// Hot-swap the scoring model this often during the replay (e.g. 10ms).
         #[arg(long, value_parser = parse_duration)]
         swap_every: Option<Duration>,
+        /// Sample resident memory (RssAnon, RssFile, RssShmem) this often.
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        rss_interval: Duration,
     },
     /// Export the feature vectors the engine computes for captures (CSV or Arrow IPC).
     Features {
@@ -852,6 +855,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             no_lstm,
             no_models,
             swap_every,
+            rss_interval,
         } => {
             if let Some(dirs) = compare {
                 tickpipe::profile_report::compare(
@@ -883,6 +887,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 cfg.mode = m;
                 cfg.validate()?;
             }
+            if rss_interval.is_zero() {
+                anyhow::bail!("--rss-interval must be longer than zero");
+            }
             if let Some(r) = rate
                 && !(r.is_finite() && r > 0.0)
             {
@@ -902,6 +909,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     out,
                     ring_capacity,
                     swap_every,
+                    rss_interval,
                 },
                 &stop,
             )?;

@@ -716,6 +716,238 @@ pub fn load_summary(dir: &Path) -> Result<Summary> {
 }
 
 // ------------------------------------------------------------------------------------------------
+// Resident memory over a run
+// ------------------------------------------------------------------------------------------------
+
+/// Resident memory of this process, from `/proc/self/status`, in KiB.
+///
+/// `RssAnon` is the figure that tells whether the engine grows: anonymous pages (heap, stacks,
+/// anonymous mappings). The rings are file mappings: in `/dev/shm` (tmpfs) their pages count in
+/// `RssShmem`, on a disk-backed file system in `RssFile`; the executable and shared libraries
+/// count in `RssFile` too. `VmRSS` is the sum of the three; `VmHWM` its peak since the process
+/// started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RssSample {
+    /// `RssAnon`.
+    pub anon_kib: u64,
+    /// `RssFile`.
+    pub file_kib: u64,
+    /// `RssShmem`.
+    pub shmem_kib: u64,
+    /// `VmRSS`.
+    pub vm_rss_kib: u64,
+    /// `VmHWM`.
+    pub vm_hwm_kib: u64,
+}
+
+/// Parses the fields of [`RssSample`] out of the text of `/proc/<pid>/status`.
+///
+/// # Errors
+/// A field missing or not a number of kB.
+pub fn parse_status(text: &str) -> Result<RssSample> {
+    let field = |key: &str| -> Result<u64> {
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':')))
+            .ok_or_else(|| anyhow!("/proc/self/status has no {key}"))?;
+        let kib = line
+            .trim()
+            .strip_suffix("kB")
+            .ok_or_else(|| anyhow!("{key}: {line:?} is not in kB"))?;
+        kib.trim()
+            .parse()
+            .with_context(|| format!("{key}: {line:?} is not a number"))
+    };
+    Ok(RssSample {
+        anon_kib: field("RssAnon")?,
+        file_kib: field("RssFile")?,
+        shmem_kib: field("RssShmem")?,
+        vm_rss_kib: field("VmRSS")?,
+        vm_hwm_kib: field("VmHWM")?,
+    })
+}
+
+/// Reads this process's [`RssSample`] into `buf` (reused, so a sampler that keeps its buffer
+/// does not allocate once it has grown to the file's size).
+///
+/// # Errors
+/// `/proc/self/status` unreadable or without the fields (not Linux).
+pub fn read_rss(buf: &mut String) -> Result<RssSample> {
+    use std::io::Read;
+    buf.clear();
+    fs::File::open("/proc/self/status")
+        .and_then(|mut f| f.read_to_string(buf))
+        .context("reading /proc/self/status")?;
+    parse_status(buf)
+}
+
+/// One sample of a run's memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RssPoint {
+    /// Since the engine finished starting.
+    pub at: std::time::Duration,
+    /// Frames the engine had ingested.
+    pub ingested: u64,
+    /// The process's resident memory.
+    pub rss: RssSample,
+}
+
+/// A run's resident memory: a sample when start-up was done, then one every `interval` until
+/// the engine drained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryTimeline {
+    /// Sampling period.
+    pub interval: std::time::Duration,
+    /// Events in the run: the first sample after the engine ingested a tenth of them is the
+    /// first steady one (books, windows and histograms have seen the stream by then).
+    pub events: u64,
+    /// Samples, the start-up sample first.
+    pub points: Vec<RssPoint>,
+}
+
+impl MemoryTimeline {
+    /// The sample taken when start-up was done.
+    pub fn startup(&self) -> Option<&RssPoint> {
+        self.points.first()
+    }
+
+    /// The first steady sample: after start-up, with a tenth of the events ingested.
+    pub fn first_steady(&self) -> Option<&RssPoint> {
+        let warm = self.events.div_ceil(10);
+        self.points
+            .iter()
+            .skip(1)
+            .find(|p| p.ingested >= warm.max(1))
+    }
+
+    /// The highest `RssAnon` sampled.
+    pub fn peak_anon_kib(&self) -> u64 {
+        self.points
+            .iter()
+            .map(|p| p.rss.anon_kib)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Highest `RssAnon` from the first steady sample on, minus that sample's (`None` without a
+    /// steady sample).
+    pub fn growth_kib(&self) -> Option<i64> {
+        let first = self.first_steady()?;
+        let peak = self
+            .points
+            .iter()
+            .filter(|p| p.at >= first.at)
+            .map(|p| p.rss.anon_kib)
+            .max()
+            .unwrap_or(first.rss.anon_kib);
+        Some(peak as i64 - first.rss.anon_kib as i64)
+    }
+
+    /// Key/values for `summary.json`'s `run` (KiB; the samples as `seconds:anon/file/shmem`).
+    pub fn run_entries(&self) -> Vec<(String, String)> {
+        let mut out = vec![(
+            "rss_interval_ms".to_string(),
+            self.interval.as_millis().to_string(),
+        )];
+        if let Some(s) = self.startup() {
+            out.push(("rss_anon_startup_kib".into(), s.rss.anon_kib.to_string()));
+        }
+        if let Some(s) = self.first_steady() {
+            out.push(("rss_anon_steady_kib".into(), s.rss.anon_kib.to_string()));
+            out.push((
+                "rss_anon_steady_at_s".into(),
+                format!("{:.3}", s.at.as_secs_f64()),
+            ));
+        }
+        if let Some(g) = self.growth_kib() {
+            out.push(("rss_anon_growth_kib".into(), g.to_string()));
+        }
+        let max = |f: fn(&RssSample) -> u64| self.points.iter().map(|p| f(&p.rss)).max();
+        for (key, v) in [
+            ("rss_anon_peak_kib", max(|r| r.anon_kib)),
+            ("rss_file_peak_kib", max(|r| r.file_kib)),
+            ("rss_shmem_peak_kib", max(|r| r.shmem_kib)),
+            ("vm_hwm_kib", max(|r| r.vm_hwm_kib)),
+        ] {
+            if let Some(v) = v {
+                out.push((key.into(), v.to_string()));
+            }
+        }
+        let samples: Vec<String> = self
+            .points
+            .iter()
+            .map(|p| {
+                format!(
+                    "{:.1}:{}/{}/{}",
+                    p.at.as_secs_f64(),
+                    p.rss.anon_kib,
+                    p.rss.file_kib,
+                    p.rss.shmem_kib
+                )
+            })
+            .collect();
+        out.push(("rss_samples".into(), samples.join(" ")));
+        out
+    }
+
+    /// Prints the timeline: every sample (at most about 30 lines: evenly thinned beyond that,
+    /// the first, the first steady and the last always kept), then the peak and the growth.
+    ///
+    /// # Errors
+    /// Whatever writing to `out` returns.
+    pub fn print(&self, out: &mut impl Write) -> io::Result<()> {
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        writeln!(
+            out,
+            "memory (from /proc/self/status; rings count in RssShmem or RssFile, not RssAnon):"
+        )?;
+        writeln!(
+            out,
+            "  {:>8}  {:>10}  {:>11}  {:>11}  {:>12}",
+            "t", "ingested", "RssAnon", "RssFile", "RssShmem"
+        )?;
+        let steady_at = self.first_steady().map(|p| p.at);
+        let step = self.points.len().div_ceil(30).max(1);
+        let last = self.points.len().saturating_sub(1);
+        for (i, p) in self.points.iter().enumerate() {
+            let keep = i.is_multiple_of(step) || i == last || Some(p.at) == steady_at;
+            if !keep {
+                continue;
+            }
+            let label = if i == 0 {
+                " start-up done"
+            } else if Some(p.at) == steady_at {
+                " first steady sample"
+            } else {
+                ""
+            };
+            writeln!(
+                out,
+                "  {:>7.1}s  {:>10}  {:>7.1} MiB  {:>7.1} MiB  {:>8.1} MiB{label}",
+                p.at.as_secs_f64(),
+                p.ingested,
+                mib(p.rss.anon_kib),
+                mib(p.rss.file_kib),
+                mib(p.rss.shmem_kib),
+            )?;
+        }
+        write!(out, "  RssAnon peak {:.1} MiB", mib(self.peak_anon_kib()))?;
+        match (self.first_steady(), self.growth_kib()) {
+            (Some(s), Some(g)) => writeln!(
+                out,
+                ", growth from the first steady sample ({:.1} s) {:+} KiB",
+                s.at.as_secs_f64(),
+                g
+            ),
+            _ => writeln!(
+                out,
+                "; no steady sample (the run was shorter than one interval)"
+            ),
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
 // Comparing two runs
 // ------------------------------------------------------------------------------------------------
 
@@ -898,6 +1130,71 @@ mod tests {
             max: field(&footer[1], "Max").parse().unwrap(),
             total: field(&footer[1], "Total count").parse().unwrap(),
         }
+    }
+
+    #[test]
+    fn status_fields_parse_and_missing_ones_are_errors() {
+        let text = "Name:\ttickpipe\nVmHWM:\t   51200 kB\nVmRSS:\t   40960 kB\n\
+                    RssAnon:\t   20480 kB\nRssFile:\t   10240 kB\nRssShmem:\t   10240 kB\n";
+        assert_eq!(
+            parse_status(text).unwrap(),
+            RssSample {
+                anon_kib: 20480,
+                file_kib: 10240,
+                shmem_kib: 10240,
+                vm_rss_kib: 40960,
+                vm_hwm_kib: 51200,
+            }
+        );
+        let err = parse_status("VmRSS: 1 kB\n").unwrap_err().to_string();
+        assert!(err.contains("RssAnon"), "{err}");
+        let live = read_rss(&mut String::new()).unwrap();
+        assert!(
+            live.anon_kib > 0 && live.vm_rss_kib >= live.anon_kib,
+            "{live:?}"
+        );
+    }
+
+    #[test]
+    fn timeline_finds_the_steady_sample_and_the_growth() {
+        let point = |s: u64, ingested: u64, anon_kib: u64| RssPoint {
+            at: std::time::Duration::from_secs(s),
+            ingested,
+            rss: RssSample {
+                anon_kib,
+                ..RssSample::default()
+            },
+        };
+        let t = MemoryTimeline {
+            interval: std::time::Duration::from_secs(1),
+            events: 100,
+            points: vec![
+                point(0, 0, 1000),
+                point(1, 5, 3000),
+                point(2, 40, 3500),
+                point(3, 80, 3600),
+                point(4, 100, 3550),
+            ],
+        };
+        assert_eq!(t.first_steady().map(|p| p.at.as_secs()), Some(2));
+        assert_eq!(t.growth_kib(), Some(100));
+        assert_eq!(t.peak_anon_kib(), 3600);
+        let kv: BTreeMap<_, _> = t.run_entries().into_iter().collect();
+        assert_eq!(kv["rss_anon_startup_kib"], "1000");
+        assert_eq!(kv["rss_anon_growth_kib"], "100");
+        assert_eq!(kv["rss_samples"].split(' ').count(), 5);
+        let mut out = Vec::new();
+        t.print(&mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("first steady sample") && text.contains("+100 KiB"),
+            "{text}"
+        );
+        let short = MemoryTimeline {
+            points: vec![point(0, 0, 1000)],
+            ..t
+        };
+        assert_eq!((short.first_steady(), short.growth_kib()), (None, None));
     }
 
     #[test]

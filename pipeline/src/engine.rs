@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tickpipe_shm::{Region, RingWriter};
 
 use crate::PipelineError;
+use crate::builder::Extensions;
 use crate::config::{EngineConfig, STAGES, ThreadingMode};
 use crate::feature_engine::{FeatureEngine, FeatureEngineCounts};
 use crate::forecast::ForecastCounts;
@@ -140,7 +141,30 @@ impl Engine {
         S: MdSource + 'static,
         W: Region + Send + 'static,
     {
+        Self::start_with(cfg, reader, signals, clock, hooks, Extensions::default())
+    }
+
+    /// [`Engine::start`] with what an [`crate::builder::EngineBuilder`] adds: taps on the
+    /// publish stage, user stages and a user scoring model.
+    pub(crate) fn start_with<S, W>(
+        cfg: &EngineConfig,
+        reader: S,
+        signals: RingWriter<W>,
+        clock: quanta::Clock,
+        hooks: ThreadHooks,
+        ext: Extensions,
+    ) -> Result<Engine, PipelineError>
+    where
+        S: MdSource + 'static,
+        W: Region + Send + 'static,
+    {
         cfg.validate()?;
+        let Extensions {
+            taps,
+            tap_links,
+            stages: user_stages,
+            scorer,
+        } = ext;
         let interval = clock_ticks_per_ms(&clock)
             .saturating_mul(cfg.report_interval.as_micros() as u64)
             / 1000;
@@ -167,7 +191,8 @@ impl Engine {
         let inference_engine = InferenceEngine::new(
             &cfg.models.inference(max_instruments),
             cfg.features.time_source,
-        )?;
+        )?
+        .with_user_scorer(scorer)?;
         let inference_stats = Arc::new(ModelStats::default());
         let (model_control, swap_port) =
             crate::swap::swap_channel(cfg.models.stability, max_instruments);
@@ -269,16 +294,20 @@ impl Engine {
         }
         stages.push((
             3,
-            Box::new(PublishStage::new(
-                health_rx,
-                signals,
-                cfg.batch,
-                clock.clone(),
-                reporter.recorder("health", interval)?,
-                published.clone(),
-                health_counters.clone(),
-            )),
+            Box::new(
+                PublishStage::new(
+                    health_rx,
+                    signals,
+                    cfg.batch,
+                    clock.clone(),
+                    reporter.recorder("health", interval)?,
+                    published.clone(),
+                    health_counters.clone(),
+                )
+                .with_taps(taps),
+            ),
         ));
+        links.extend(tap_links);
 
         let abort = Arc::new(AtomicBool::new(false));
         let mut engine = Engine {
@@ -305,6 +334,7 @@ impl Engine {
         match cfg.mode {
             ThreadingMode::Invoker => {
                 let mut all: Vec<Box<dyn Stage>> = stages.into_iter().map(|(_, s)| s).collect();
+                all.extend(user_stages.into_iter().map(|(s, _)| s));
                 all.push(Box::new(reporter));
                 let mut invoker = Invoker::new(Box::new(CompositeStage::new(all)));
                 invoker.start()?;
@@ -345,7 +375,17 @@ impl Engine {
                     let realtime = Some((cfg.host.realtime, cfg.host.realtime_priority));
                     StageRunner::start_realtime(stage, core, idle, hooks, abort.clone(), realtime)
                 };
-                // Downstream first, so that a consumer is polling before its producer runs.
+                // Downstream first, so that a consumer is polling before its producer runs:
+                // user stages (fed by the publish stage) before the pipeline.
+                for (stage, at) in user_stages {
+                    match StageRunner::start(stage, at.core, at.idle, hooks, abort.clone()) {
+                        Ok(r) => engine.runners.push(r),
+                        Err(e) => {
+                            engine.abort_and_join();
+                            return Err(e);
+                        }
+                    }
+                }
                 for (core, group) in groups.into_iter().rev() {
                     match start(core, group) {
                         Ok(r) => engine.runners.push(r),
@@ -499,6 +539,12 @@ impl Engine {
         self.ingest.counts()
     }
 
+    /// The ingest counters as a shared handle, for another thread that follows progress while
+    /// the engine runs.
+    pub fn ingest_stats(&self) -> Arc<IngestStats> {
+        self.ingest.clone()
+    }
+
     /// The handle that swaps the inference stage's models while it runs (see [`crate::swap`]);
     /// `None` after the first call.
     pub fn model_control(&mut self) -> Option<crate::swap::ModelControl> {
@@ -630,7 +676,8 @@ impl HealthSource for EngineProbe {
         inp.missed = ing.missed + ing.undecodable;
         let (mut dropped, mut slow, mut stalls, mut occ) = (0, 0, 0, 0f64);
         for l in &self.links {
-            let c = l.counts();
+            // Without the name: a tick of the monitor allocates nothing.
+            let c = l.totals();
             if c.policy == Policy::Backpressure {
                 dropped += c.dropped + c.conflated;
                 stalls += c.stalls;

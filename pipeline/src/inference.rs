@@ -180,6 +180,9 @@ pub struct InferenceEngine {
     x: [f64; MAX_REGIME_FEATURES],
     time_source: TimeSource,
     counts: InferenceCounts,
+    /// A scoring model of the embedding program's own, after the built-in one.
+    user: Option<Box<dyn crate::builder::Scorer>>,
+    user_out: [f32; crate::msg::MAX_SCORES],
 }
 
 impl InferenceEngine {
@@ -215,7 +218,39 @@ impl InferenceEngine {
             x: [0.0; MAX_REGIME_FEATURES],
             time_source,
             counts: InferenceCounts::default(),
+            user: None,
+            user_out: [f32::NAN; crate::msg::MAX_SCORES],
         })
+    }
+
+    /// Adds a scoring model of the embedding program's own ([`crate::builder::Scorer`]): it
+    /// runs on every vector after the built-in scoring model and fills the scores after that
+    /// model's (in its place when none is configured).
+    ///
+    /// # Errors
+    /// The two models together have more outputs than a signal carries.
+    pub fn with_user_scorer(
+        mut self,
+        scorer: Option<Box<dyn crate::builder::Scorer>>,
+    ) -> Result<Self, PipelineError> {
+        if let Some(s) = &scorer {
+            let builtin = self.scoring.as_ref().map_or(0, |m| m.model.n_outputs());
+            let total = builtin + s.outputs();
+            if s.outputs() == 0 || total > crate::msg::MAX_SCORES {
+                return Err(PipelineError::config(
+                    "models.user",
+                    format!(
+                        "{}: {} outputs after the built-in model's {builtin} (a signal carries 1 \
+                         to {} scores)",
+                        s.name(),
+                        s.outputs(),
+                        crate::msg::MAX_SCORES
+                    ),
+                ));
+            }
+        }
+        self.user = scorer;
+        Ok(self)
     }
 
     /// Applies a prepared update between two vectors, handing back what it replaced in the same
@@ -298,6 +333,17 @@ impl InferenceEngine {
             t.n_scores = k as u8;
             t.scoring_version = m.version;
             self.counts.scored += 1;
+        }
+        if let Some(u) = &mut self.user {
+            // A hot swap may have brought a built-in model with more outputs: the user's
+            // scores take what room is left.
+            let k = usize::from(t.n_scores);
+            let end = (k + u.outputs()).min(t.scores.len());
+            if end > k {
+                u.score(t, &mut self.user_out[..end - k]);
+                t.scores[k..end].copy_from_slice(&self.user_out[..end - k]);
+                t.n_scores = end as u8;
+            }
         }
         let (value, bar_end) = self.forecasts[slot];
         if bar_end != u64::MAX {

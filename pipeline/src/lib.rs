@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod book;
+pub mod builder;
 pub mod config;
 pub mod control;
 pub mod depth;
@@ -30,6 +31,7 @@ pub mod stages;
 pub mod swap;
 pub mod udp;
 
+pub use builder::{BuildError, Delivery, EngineBuilder, Scorer, SignalConsumer, UserStage};
 pub use config::{EngineConfig, ThreadingMode};
 pub use engine::{Engine, EngineReport};
 pub use idle::IdleStrategy;

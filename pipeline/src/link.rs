@@ -103,12 +103,46 @@ pub struct LinkCounts {
     pub stalls: u64,
 }
 
+/// A link's counters without its name: a copy that never allocates, for a monitor that samples
+/// them on a timer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkTotals {
+    /// Ring slots.
+    pub capacity: usize,
+    /// Policy.
+    pub policy: Policy,
+    /// Messages made visible to the consumer.
+    pub pushed: u64,
+    /// Messages the consumer took.
+    pub popped: u64,
+    /// Messages overwritten by a newer one for the same key before they were sent.
+    pub conflated: u64,
+    /// Messages dropped.
+    pub dropped: u64,
+    /// Times the producer had input but no room.
+    pub stalls: u64,
+}
+
 impl LinkStats {
     /// A copy of the counters.
     pub fn counts(&self) -> LinkCounts {
-        // Relaxed: monitoring values, each monotonic on its own; no data hangs on them.
+        let t = self.totals();
         LinkCounts {
             name: self.name.clone(),
+            capacity: t.capacity,
+            policy: t.policy,
+            pushed: t.pushed,
+            popped: t.popped,
+            conflated: t.conflated,
+            dropped: t.dropped,
+            stalls: t.stalls,
+        }
+    }
+
+    /// A copy of the counters without the name (no allocation).
+    pub fn totals(&self) -> LinkTotals {
+        // Relaxed: monitoring values, each monotonic on its own; no data hangs on them.
+        LinkTotals {
             capacity: self.capacity,
             policy: self.policy,
             pushed: self.pushed.load(Ordering::Relaxed),

@@ -686,6 +686,8 @@ pub struct PublishStage<W: Region> {
     heartbeat_base: (u64, u64),
     last_heartbeat_ticks: u64,
     heartbeat_ticks: u64,
+    /// In-process consumers of what is published (see [`crate::builder`]).
+    taps: crate::builder::Taps,
     done: bool,
 }
 
@@ -723,8 +725,15 @@ impl<W: Region + Send> PublishStage<W> {
             heartbeat_base: base,
             last_heartbeat_ticks: base.0,
             heartbeat_ticks,
+            taps: crate::builder::Taps::default(),
             done: false,
         }
+    }
+
+    /// Hands every published tick or signal to `taps` as well.
+    pub(crate) fn with_taps(mut self, taps: crate::builder::Taps) -> Self {
+        self.taps = taps;
+        self
     }
 
     /// The signal for one book state: its identity, the mid price, the models' outputs and the
@@ -775,7 +784,7 @@ impl<W: Region + Send> Stage for PublishStage<W> {
 
     fn on_start(&mut self) -> Result<(), PipelineError> {
         self.buf.fill(Tick::default());
-        Ok(())
+        self.taps.on_start()
     }
 
     #[inline]
@@ -783,12 +792,19 @@ impl<W: Region + Send> Stage for PublishStage<W> {
         if self.done {
             return 0;
         }
-        let n = self.input.recv(&mut self.buf);
+        // In-process taps take back-pressure: no more input than every tap has room for.
+        let room = self.taps.room().min(self.buf.len());
+        if room == 0 {
+            self.taps.note_stall();
+            return 0;
+        }
+        let n = self.input.recv(&mut self.buf[..room]);
         if n == 0 {
             if self.input.is_finished() {
                 self.done = true;
                 self.tally.publish(&self.health);
                 self.writer.finish();
+                self.taps.close();
                 self.rec.finish();
             }
             return 0;
@@ -797,12 +813,12 @@ impl<W: Region + Send> Stage for PublishStage<W> {
         // Relaxed: health state sampled once per batch (see `health::monitor`).
         let kill = self.health.kill.load(Ordering::Relaxed);
         let alert = self.health.alert.load(Ordering::Relaxed);
-        for ev in &self.buf[..n] {
+        for (i, ev) in self.buf[..n].iter().enumerate() {
             self.tally.count(&ev.values, ev.publish_ticks);
+            let signal = Self::signal(ev, alert, kill);
             // Signals are fixed-size and far below the ring's max payload: publish cannot fail.
-            let _ = self
-                .writer
-                .publish(&Self::signal(ev, alert, kill).encode(), t0);
+            let _ = self.writer.publish(&signal.encode(), t0);
+            self.taps.on_signal(i, &signal);
         }
         let t1 = self.clock.raw();
         if t1.wrapping_sub(self.last_tally_ticks) >= self.tally_ticks {
@@ -818,6 +834,7 @@ impl<W: Region + Send> Stage for PublishStage<W> {
             self.rec.queue(t0.saturating_sub(ev.enqueue_ticks));
             self.rec.e2e(t1.saturating_sub(ev.publish_ticks));
         }
+        self.taps.send(&mut self.buf[..n], t1);
         if t1.wrapping_sub(self.last_heartbeat_ticks) >= self.heartbeat_ticks {
             // Wall time derived from the clock, not read from the OS: no syscall here.
             self.last_heartbeat_ticks = t1;

@@ -3,6 +3,10 @@
 //! - [`CountingAlloc`] is a global allocator that counts the allocations made by threads that
 //!   called [`arm`]. Arm a stage thread when it enters its duty loop and disarm it when it
 //!   leaves, and [`armed_allocations`] is the number of allocations its hot path made.
+//! - [`count_all_threads`] makes the same allocator also keep a tally per thread of the whole
+//!   process (allocations, frees, bytes), keyed by kernel thread id: [`thread_tallies`] reads
+//!   it without allocating, so a test can say which thread allocated over a window, and how
+//!   often, when it cannot arm the threads itself (a reporter, a monitor, a library's own).
 //! - [`forbid_syscalls_on_this_thread`] installs a seccomp filter on the calling thread that
 //!   turns its next syscall into the death of the whole process by [`FORBIDDEN_SYSCALL_SIGNAL`],
 //!   after a line on stderr naming the syscall. Futexes from a contended lock, `mmap`/`brk` from
@@ -25,7 +29,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::io;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 
 use libc::{c_int, c_uint, c_void};
 
@@ -33,6 +37,132 @@ thread_local! {
     // `const` and without a destructor, so reading it never allocates or registers anything:
     // safe inside the allocator itself, even while a thread is being torn down.
     static ARMED: Cell<bool> = const { Cell::new(false) };
+    // This thread's slot in the per-thread tally (`NO_SLOT` until its first tallied call);
+    // `const` and destructor-free for the same reason.
+    static TALLY_SLOT: Cell<usize> = const { Cell::new(NO_SLOT) };
+}
+
+/// Threads the per-thread tally can tell apart; later ones are counted in
+/// [`untallied_allocations`].
+pub const TALLY_THREADS: usize = 512;
+const NO_SLOT: usize = usize::MAX;
+const FULL: usize = usize::MAX - 1;
+
+static TALLY_ON: AtomicBool = AtomicBool::new(false);
+static TALLY_TID: [AtomicU64; TALLY_THREADS] = [const { AtomicU64::new(0) }; TALLY_THREADS];
+static TALLY_ALLOCS: [AtomicU64; TALLY_THREADS] = [const { AtomicU64::new(0) }; TALLY_THREADS];
+static TALLY_FREES: [AtomicU64; TALLY_THREADS] = [const { AtomicU64::new(0) }; TALLY_THREADS];
+static TALLY_BYTES: [AtomicU64; TALLY_THREADS] = [const { AtomicU64::new(0) }; TALLY_THREADS];
+static UNTALLIED: AtomicU64 = AtomicU64::new(0);
+
+/// Starts (or stops) the per-thread tally of every thread's allocations through
+/// [`CountingAlloc`]. A thread's first tallied call asks the kernel for its thread id (one
+/// `gettid`), so turn it on before the threads under test enter code that must not make
+/// syscalls; [`forbid_syscalls_on_this_thread`] and the tally do not mix.
+pub fn count_all_threads(on: bool) {
+    // Relaxed: a switch; counts taken while it flips are approximate by nature.
+    TALLY_ON.store(on, Ordering::Relaxed);
+}
+
+/// The kernel's id of the calling thread (what `/proc/self/task/<tid>` names).
+pub fn current_tid() -> u32 {
+    // SAFETY: gettid(2) takes no arguments, touches no memory and cannot fail.
+    let tid = unsafe { libc::gettid() };
+    tid as u32
+}
+
+/// One thread's allocations through [`CountingAlloc`] since the tally was turned on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ThreadTally {
+    /// The kernel's thread id (a thread that ended may have handed it to a new one, whose
+    /// counts then add up with its own).
+    pub tid: u32,
+    /// Allocations, zeroed allocations and reallocations.
+    pub allocations: u64,
+    /// Deallocations.
+    pub deallocations: u64,
+    /// Bytes asked for by those allocations (a reallocation counts its new size).
+    pub bytes: u64,
+}
+
+/// Copies the tally of every thread seen so far into `out` without allocating; returns how many
+/// were written (at most `out.len()`).
+pub fn thread_tallies(out: &mut [ThreadTally]) -> usize {
+    let mut n = 0;
+    for i in 0..TALLY_THREADS {
+        if n == out.len() {
+            break;
+        }
+        // Relaxed: counters; a tally taken while threads run is a snapshot of each counter.
+        let tid = TALLY_TID[i].load(Ordering::Relaxed);
+        if tid == 0 {
+            continue;
+        }
+        out[n] = ThreadTally {
+            tid: tid as u32,
+            allocations: TALLY_ALLOCS[i].load(Ordering::Relaxed),
+            deallocations: TALLY_FREES[i].load(Ordering::Relaxed),
+            bytes: TALLY_BYTES[i].load(Ordering::Relaxed),
+        };
+        n += 1;
+    }
+    n
+}
+
+/// Allocations of threads beyond the first [`TALLY_THREADS`] the tally saw.
+pub fn untallied_allocations() -> u64 {
+    // Relaxed: a counter.
+    UNTALLIED.load(Ordering::Relaxed)
+}
+
+/// The calling thread's tally slot, claimed on its first call.
+#[inline]
+fn tally_slot() -> usize {
+    let slot = TALLY_SLOT.get();
+    if slot != NO_SLOT {
+        return slot;
+    }
+    let tid = u64::from(current_tid());
+    let start = (tid as usize).wrapping_mul(0x9E37_79B9) % TALLY_THREADS;
+    let mut found = FULL;
+    for k in 0..TALLY_THREADS {
+        let i = (start + k) % TALLY_THREADS;
+        // Relaxed: the slot's counters are plain counters; the id only has to be claimed once.
+        match TALLY_TID[i].compare_exchange(0, tid, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => {
+                found = i;
+                break;
+            }
+            Err(t) if t == tid => {
+                found = i;
+                break;
+            }
+            Err(_) => {}
+        }
+    }
+    TALLY_SLOT.set(found);
+    found
+}
+
+#[inline]
+fn tally(alloc: bool, size: usize) {
+    // Relaxed: a switch and counters.
+    if !TALLY_ON.load(Ordering::Relaxed) {
+        return;
+    }
+    let slot = tally_slot();
+    if slot == FULL {
+        if alloc {
+            UNTALLIED.fetch_add(1, Ordering::Relaxed);
+        }
+        return;
+    }
+    if alloc {
+        TALLY_ALLOCS[slot].fetch_add(1, Ordering::Relaxed);
+        TALLY_BYTES[slot].fetch_add(size as u64, Ordering::Relaxed);
+    } else {
+        TALLY_FREES[slot].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
@@ -98,6 +228,7 @@ pub fn reset_armed_counts() {
 
 #[inline]
 fn note_allocation(size: usize) {
+    tally(true, size);
     if ARMED.get() {
         // Relaxed: counters only; no data is published through them.
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
@@ -105,7 +236,8 @@ fn note_allocation(size: usize) {
     }
 }
 
-/// A [`GlobalAlloc`] over [`System`] that counts what armed threads allocate. Install it in a
+/// A [`GlobalAlloc`] over [`System`] that counts what armed threads allocate (and, with
+/// [`count_all_threads`], what every thread allocates). Install it in a
 /// test binary with
 ///
 /// ```no_run
@@ -116,7 +248,8 @@ fn note_allocation(size: usize) {
 /// # fn main() {}
 /// ```
 ///
-/// An unarmed thread pays one thread-local read per call.
+/// An unarmed thread pays one thread-local read per call (and, with the per-thread tally on,
+/// a few relaxed atomic additions).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CountingAlloc;
 
@@ -128,7 +261,8 @@ impl CountingAlloc {
 }
 
 // SAFETY: every method passes its arguments unchanged to `System`, whose guarantees therefore
-// hold; the counting touches only atomics and a const thread-local, and never allocates.
+// hold; the counting touches only atomics and const thread-locals (plus one `gettid` per thread
+// with the per-thread tally on), and never allocates.
 unsafe impl GlobalAlloc for CountingAlloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
@@ -154,6 +288,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        tally(false, layout.size());
         if ARMED.get() {
             // Relaxed: a counter.
             DEALLOCATIONS.fetch_add(1, Ordering::Relaxed);
