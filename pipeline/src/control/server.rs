@@ -968,6 +968,63 @@ mod tests {
         assert!(!valid_model_name(&"a".repeat(MAX_MODEL_NAME + 1)));
     }
 
+    struct Stub;
+
+    impl ControlApi for Stub {
+        fn health(&self) -> (u16, String) {
+            (503, "{}".into())
+        }
+        fn metrics(&self) -> String {
+            String::new()
+        }
+        fn promote(&mut self, _: &str, _: &[u8]) -> Result<String, ControlError> {
+            Err(ControlError::Conflict("busy".into()))
+        }
+        fn kill_switch(&mut self, _: bool, _: &str) -> Result<String, ControlError> {
+            Ok("{}".into())
+        }
+    }
+
+    /// The socket-free path answers as the server does: pipelined requests in order, refusals
+    /// of the head end the stream, an incomplete request gets no answer.
+    #[test]
+    fn answers_request_bytes_without_a_socket() {
+        let key = "k".repeat(16);
+        let answer = |bytes: &[u8]| {
+            let keys = ApiKeys::from_keys([key.as_str()]).expect("key");
+            answer_statuses(&ControlConfig::default(), keys, Stub, bytes).expect("config")
+        };
+        let body = r#"{"action":"engage","reason":"x"}"#;
+        let kill = format!(
+            "POST /kill-switch HTTP/1.1\r\nX-API-Key: {key}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let stream = format!(
+            "GET /health HTTP/1.1\r\n\r\nPOST /health HTTP/1.1\r\nContent-Length: 0\r\n\r\n\
+             {kill}POST /models/m/promote HTTP/1.1\r\nX-API-Key: {key}\r\n\
+             Content-Length: 0\r\n\r\nGET /nowhere HTTP/1.1\r\n\r\nGET /health HTTP/1.1\r\n"
+        );
+        assert_eq!(answer(stream.as_bytes()), [503, 405, 200, 409, 404]);
+        assert_eq!(
+            answer(b"POST /kill-switch HTTP/1.1\r\n\r\nGET /health HTTP/1.1\r\n\r\n"),
+            [411]
+        );
+        assert_eq!(
+            answer(b"GET /health HTTP/1.0\r\n\r\nGET /health HTTP/1.1\r\n\r\n"),
+            [503]
+        );
+        assert_eq!(
+            answer(b"POST /kill-switch HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}"),
+            [401]
+        );
+        assert!(answer(b"GET /hea").is_empty());
+        let bad = ControlConfig {
+            max_connections: 0,
+            ..ControlConfig::default()
+        };
+        assert!(answer_statuses(&bad, ApiKeys::none(), Stub, b"").is_err());
+    }
+
     #[test]
     fn stats_in_prometheus_text() {
         let s = ControlStats {
