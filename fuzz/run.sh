@@ -11,8 +11,8 @@
 #   TARGETS          space-separated subset of the targets (default: every one `cargo fuzz list`
 #                    names)
 #
-# The committed seeds (fuzz/seeds/<target>/, written by `cargo run --manifest-path
-# fuzz/Cargo.toml --example seeds`) are copied into the working corpus fuzz/corpus/<target>/,
+# The committed seeds (fuzz/seeds/<target>/, written by the `seeds` example: see
+# fuzz/examples/seeds.rs) are copied into the working corpus fuzz/corpus/<target>/,
 # which grows between runs and is not committed. Crashing inputs land in
 # fuzz/artifacts/<target>/. Prints per target the executions and any crash, and writes the
 # summary table fuzz/last-run.md. Exits non-zero when a target crashed.
@@ -37,8 +37,7 @@ if [[ -z "${TARGETS:-}" ]]; then
     TARGETS="$(cargo fuzz list --fuzz-dir fuzz | tr '\n' ' ')"
 fi
 if [[ ! -d fuzz/seeds ]]; then
-    cargo run --quiet --manifest-path fuzz/Cargo.toml --target-dir "$TARGET_DIR/seeds" \
-        --example seeds
+    echo "fuzz/seeds is missing: the targets start from an empty corpus" >&2
 fi
 
 echo "building: $TARGETS (sanitizer: $SANITIZER)"

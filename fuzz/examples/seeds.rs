@@ -50,7 +50,7 @@ fn compact(image: &[u8]) -> Vec<u8> {
 
 fn ring_seeds() -> Result<()> {
     // 256 bytes of data area and odd payload sizes: the ring wraps and pads.
-    let (mut writer, _) = heap_ring(256, 40, b"meta", 7)?;
+    let (mut writer, _) = heap_ring(256, 40, b"", 7)?;
     for seq in 0..11u64 {
         let len = (seq as usize * 7) % 41;
         let payload: Vec<u8> = (0..len)
@@ -59,7 +59,7 @@ fn ring_seeds() -> Result<()> {
         writer.publish(&payload, seq * 1000)?;
     }
     let image = region_bytes(writer.region().words());
-    let compact = compact(&image);
+    let small = compact(&image);
     // Control bytes: flags, buffer size, max_frames (see the target's docs).
     for (name, flags, buf, max) in [
         ("compact-oldest-try", 1u8, 64u8, 0u8),
@@ -69,13 +69,22 @@ fn ring_seeds() -> Result<()> {
         put(
             "ring_reader",
             name,
-            &[&[flags, buf, max][..], &compact].concat(),
+            &[&[flags, buf, max][..], &small].concat(),
         )?;
     }
     put(
         "ring_reader",
         "raw-oldest-try",
         &[&[0u8, 64, 0][..], &image].concat(),
+    )?;
+    // With metadata: the data area moves a page further.
+    let (mut writer, _) = heap_ring(64, 8, b"meta", 7)?;
+    writer.publish(b"12345678", 9)?;
+    let image = region_bytes(writer.region().words());
+    put(
+        "ring_reader",
+        "compact-with-meta",
+        &[&[1u8, 8, 0][..], &compact(&image)].concat(),
     )?;
     // A ring that was never wrapped, and a lapped one (many more frames than fit).
     let (mut writer, _) = heap_ring(128, 16, b"", 0)?;

@@ -12,6 +12,7 @@ use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+use dbn::Record;
 use libfuzzer_sys::fuzz_target;
 use tickpipe::capture::{self, Capture};
 use tickpipe_pipeline::msg::{Event, MAX_PARTS};
