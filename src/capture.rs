@@ -38,16 +38,99 @@ pub enum CaptureError {
 
 /// Counts the decompressed bytes the decoder pulls, so a partial trailing record (which the
 /// decoder silently treats as the end) shows up as bytes read but never decoded.
+///
+/// It also walks the record lengths as the bytes pass and stops the stream before a record
+/// whose length is not a whole number of 8-byte words of at least a header: the decoder would
+/// take the records after it as misaligned references (undefined behaviour in its unsafe code).
 struct Counting<R> {
     inner: R,
     count: u64,
+    /// The first bytes of the stream: `DBN`, version and metadata length for a DBN file.
+    prefix: Vec<u8>,
+    /// Stream offset of the next record's length byte, once the prefix tells where records
+    /// start.
+    next_record: Option<u64>,
+    /// A misframed record was found: the stream ends in this error.
+    failed: Option<String>,
+}
+
+/// Bytes of the DBN prefix: `DBN`, the version byte, the metadata length (u32).
+const DBN_PREFIX: usize = 8;
+/// Smallest record: its header.
+const MIN_RECORD: u64 = 16;
+
+impl<R> Counting<R> {
+    fn new(inner: R) -> Self {
+        Self {
+            inner,
+            count: 0,
+            prefix: Vec::with_capacity(DBN_PREFIX),
+            next_record: None,
+            failed: None,
+        }
+    }
+
+    /// Walks the record lengths in `chunk` (stream offsets `count..count + chunk.len()`) and
+    /// returns how many of its bytes lie before a misframed record (all of them if none).
+    fn check(&mut self, chunk: &[u8]) -> usize {
+        let start = self.count;
+        let end = start + chunk.len() as u64;
+        for &b in chunk
+            .iter()
+            .take(DBN_PREFIX.saturating_sub(self.prefix.len()))
+        {
+            self.prefix.push(b);
+        }
+        if self.next_record.is_none() {
+            if self.prefix.len() >= 3 && !self.prefix.starts_with(b"DBN") {
+                self.next_record = Some(0);
+            } else if self.prefix.len() == DBN_PREFIX {
+                let len = u32::from_le_bytes([
+                    self.prefix[4],
+                    self.prefix[5],
+                    self.prefix[6],
+                    self.prefix[7],
+                ]);
+                self.next_record = Some(DBN_PREFIX as u64 + u64::from(len));
+            }
+        }
+        while let Some(at) = self.next_record.filter(|&at| at < end) {
+            let byte = if at < start {
+                // Only the prefix can lie behind the chunk (a fragment told apart late).
+                self.prefix.get(at as usize).copied()
+            } else {
+                chunk.get((at - start) as usize).copied()
+            };
+            let Some(words) = byte else { break };
+            let len = u64::from(words) * 4;
+            if len < MIN_RECORD || !len.is_multiple_of(8) {
+                self.failed = Some(format!(
+                    "record at byte {at} is {len} bytes long (records are whole 8-byte words, \
+                     at least {MIN_RECORD})"
+                ));
+                return at.saturating_sub(start) as usize;
+            }
+            self.next_record = Some(at + len);
+        }
+        chunk.len()
+    }
 }
 
 impl<R: Read> Read for Counting<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(why) = &self.failed {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                why.clone(),
+            ));
+        }
         let n = self.inner.read(buf)?;
-        self.count += n as u64;
-        Ok(n)
+        let good = self.check(&buf[..n]);
+        if good == 0 && self.failed.is_some() {
+            return self.read(buf);
+        }
+        self.count += good as u64;
+        Ok(good)
     }
 }
 
@@ -126,8 +209,11 @@ impl Capture {
         let file = File::open(path).map_err(io)?;
         let inner = DynReader::inferred_with_buffer(BufReader::new(file))
             .map_err(|e| invalid(path, format!("cannot read: {e}")))?;
-        let mut reader = BufReader::with_capacity(1 << 16, Counting { inner, count: 0 });
-        let head = reader.fill_buf().map_err(io)?;
+        let mut reader = BufReader::with_capacity(1 << 16, Counting::new(inner));
+        let head = reader.fill_buf().map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidData => invalid(path, e.to_string()),
+            _ => io(e),
+        })?;
         if head.is_empty() {
             return Err(invalid(path, "empty file"));
         }
@@ -327,6 +413,50 @@ mod tests {
                     "cut {cut}: {e}"
                 ),
             }
+        }
+    }
+
+    /// Found by the `dbn_capture` fuzz target: a record whose length is not a whole number of
+    /// 8-byte words puts every later record off alignment, and the decoder built misaligned
+    /// record references from them (a debug assertion, undefined behaviour without it). The
+    /// records before it are handed out; then the capture is refused, as a DBN file and as a
+    /// fragment, compressed or not.
+    #[test]
+    fn misframed_record_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let full = dir.path().join("full.dbn");
+        let cfg = crate::synth::SynthConfig {
+            events: 3,
+            instruments: 1,
+            ..Default::default()
+        };
+        crate::synth::write_capture(&cfg, &full).unwrap();
+        let mut bytes = std::fs::read(&full).unwrap();
+        let meta_len = 8 + u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
+        let fragment = bytes[meta_len..].to_vec();
+        for (i, words) in [(1, 13u8), (1, 2), (0, 0)] {
+            let at = meta_len + 56 * i;
+            bytes[at] = words;
+            let mut cases = vec![("bad.dbn", bytes.clone())];
+            let mut frag = fragment.clone();
+            frag[56 * i] = words;
+            cases.push(("bad.dbn.frag", frag));
+            cases.push(("bad.dbn.zst", zstd::encode_all(&bytes[..], 1).unwrap()));
+            for (name, data) in cases {
+                let p = dir.path().join(name);
+                std::fs::write(&p, data).unwrap();
+                let mut seen = 0;
+                let result = Capture::open(&p).and_then(|mut c| {
+                    c.visit(|_| {
+                        seen += 1;
+                        ControlFlow::Continue(())
+                    })
+                });
+                let err = result.expect_err(name).to_string();
+                assert!(err.contains("8-byte words"), "{name}: {err}");
+                assert_eq!(seen, i, "{name}: records before the bad one");
+            }
+            bytes[at] = 14;
         }
     }
 

@@ -15,9 +15,11 @@
 use libfuzzer_sys::fuzz_target;
 use tickpipe_pipeline::book::BookConfig;
 use tickpipe_pipeline::feature_engine::{FeatureEngine, FeatureEngineConfig};
+use tickpipe_pipeline::features::FeatureConfig;
 use tickpipe_pipeline::msg::{Event, MAX_PARTS, Tick};
 use tickpipe_pipeline::signal::{self, Signal};
 
+/// An engine small enough to build per input (the defaults reserve megabytes).
 fn engine() -> FeatureEngine {
     let cfg = FeatureEngineConfig {
         book: BookConfig {
@@ -25,7 +27,10 @@ fn engine() -> FeatureEngine {
             max_orders: 64,
             max_levels: 16,
         },
-        ..FeatureEngineConfig::default()
+        features: FeatureConfig {
+            window_capacity: 64,
+            ..FeatureConfig::default()
+        },
     };
     match FeatureEngine::new(&cfg) {
         Ok(e) => e,
