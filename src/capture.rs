@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use dbn::decode::DbnMetadata;
 use dbn::decode::DynReader;
 use dbn::decode::dbn::{Decoder, RecordDecoder};
-use dbn::{Metadata, Record, RecordRef, SType, VersionUpgradePolicy};
+use dbn::{Metadata, RType, Record, RecordRef, SType, VersionUpgradePolicy};
 
 /// The longest DBN record: the header's length byte counts 4-byte words.
 pub const MAX_DBN_RECORD: usize = 255 * 4;
@@ -284,11 +284,23 @@ impl Capture {
                     ));
                 }
             };
-            if rec.rtype().is_err() {
+            let rtype = match rec.rtype() {
+                Ok(rtype) => rtype,
+                Err(_) => {
+                    let reason = format!(
+                        "record {}: unknown record type {:#04x}",
+                        self.records + 1,
+                        rec.header().rtype
+                    );
+                    return Err(invalid(&self.path, reason));
+                }
+            };
+            if rec.record_size() < min_record_len(rtype) {
                 let reason = format!(
-                    "record {}: unknown record type {:#04x}",
+                    "record {}: a {rtype:?} record of {} bytes is shorter than its layout ({} bytes)",
                     self.records + 1,
-                    rec.header().rtype
+                    rec.record_size(),
+                    min_record_len(rtype)
                 );
                 return Err(invalid(&self.path, reason));
             }
@@ -312,6 +324,36 @@ impl Capture {
             ));
         }
         Ok(ControlFlow::Continue(()))
+    }
+}
+
+/// The shortest record of type `rtype` in any DBN version: the layout `dbn` reads it as (through
+/// `RecordRef::get`, which panics on anything shorter) when the record is that short.
+fn min_record_len(rtype: RType) -> usize {
+    use dbn::v1;
+    use std::mem::size_of;
+    match rtype {
+        RType::Mbp0 => size_of::<dbn::TradeMsg>(),
+        RType::Mbp1 | RType::Tbbo => size_of::<dbn::Mbp1Msg>(),
+        RType::Mbp10 => size_of::<dbn::Mbp10Msg>(),
+        #[allow(deprecated)]
+        RType::OhlcvDeprecated
+        | RType::Ohlcv1S
+        | RType::Ohlcv1M
+        | RType::Ohlcv1H
+        | RType::Ohlcv1D
+        | RType::OhlcvEod => size_of::<dbn::OhlcvMsg>(),
+        RType::Imbalance => size_of::<dbn::ImbalanceMsg>(),
+        RType::Status => size_of::<dbn::StatusMsg>(),
+        RType::InstrumentDef => size_of::<v1::InstrumentDefMsg>(),
+        RType::SymbolMapping => size_of::<v1::SymbolMappingMsg>(),
+        RType::Error => size_of::<v1::ErrorMsg>(),
+        RType::System => size_of::<v1::SystemMsg>(),
+        RType::Statistics => size_of::<v1::StatMsg>(),
+        RType::Mbo => size_of::<dbn::MboMsg>(),
+        RType::Cmbp1 | RType::Tcbbo => size_of::<dbn::Cmbp1Msg>(),
+        RType::Bbo1S | RType::Bbo1M => size_of::<dbn::BboMsg>(),
+        RType::Cbbo1S | RType::Cbbo1M => size_of::<dbn::CbboMsg>(),
     }
 }
 
@@ -458,6 +500,35 @@ mod tests {
             }
             bytes[at] = 14;
         }
+    }
+
+    /// Found by the `dbn_capture` fuzz target: an MBO record of 48 bytes (whole words, but
+    /// shorter than the 56-byte layout) made `dbn` panic when replay took its index timestamp.
+    #[test]
+    fn record_shorter_than_its_layout_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("short.dbn");
+        let cfg = crate::synth::SynthConfig {
+            events: 3,
+            instruments: 1,
+            ..Default::default()
+        };
+        crate::synth::write_capture(&cfg, &path).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let meta_len = 8 + u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
+        bytes[meta_len + 56] = 12;
+        std::fs::write(&path, &bytes).unwrap();
+        let mut capture = Capture::open(&path).unwrap();
+        let mut stamps = Vec::new();
+        let err = capture
+            .visit(|rec| {
+                stamps.push(rec.raw_index_ts());
+                ControlFlow::Continue(())
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("record 2") && err.contains("shorter"), "{err}");
+        assert_eq!(stamps.len(), 1);
     }
 
     #[test]
