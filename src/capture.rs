@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use dbn::decode::DbnMetadata;
 use dbn::decode::DynReader;
 use dbn::decode::dbn::{Decoder, RecordDecoder};
-use dbn::{Metadata, Record, RecordRef, SType, VersionUpgradePolicy};
+use dbn::{Metadata, RType, Record, RecordRef, SType, VersionUpgradePolicy};
 
 /// The longest DBN record: the header's length byte counts 4-byte words.
 pub const MAX_DBN_RECORD: usize = 255 * 4;
@@ -38,16 +38,99 @@ pub enum CaptureError {
 
 /// Counts the decompressed bytes the decoder pulls, so a partial trailing record (which the
 /// decoder silently treats as the end) shows up as bytes read but never decoded.
+///
+/// It also walks the record lengths as the bytes pass and stops the stream before a record
+/// whose length is not a whole number of 8-byte words of at least a header: the decoder would
+/// take the records after it as misaligned references (undefined behaviour in its unsafe code).
 struct Counting<R> {
     inner: R,
     count: u64,
+    /// The first bytes of the stream: `DBN`, version and metadata length for a DBN file.
+    prefix: Vec<u8>,
+    /// Stream offset of the next record's length byte, once the prefix tells where records
+    /// start.
+    next_record: Option<u64>,
+    /// A misframed record was found: the stream ends in this error.
+    failed: Option<String>,
+}
+
+/// Bytes of the DBN prefix: `DBN`, the version byte, the metadata length (u32).
+const DBN_PREFIX: usize = 8;
+/// Smallest record: its header.
+const MIN_RECORD: u64 = 16;
+
+impl<R> Counting<R> {
+    fn new(inner: R) -> Self {
+        Self {
+            inner,
+            count: 0,
+            prefix: Vec::with_capacity(DBN_PREFIX),
+            next_record: None,
+            failed: None,
+        }
+    }
+
+    /// Walks the record lengths in `chunk` (stream offsets `count..count + chunk.len()`) and
+    /// returns how many of its bytes lie before a misframed record (all of them if none).
+    fn check(&mut self, chunk: &[u8]) -> usize {
+        let start = self.count;
+        let end = start + chunk.len() as u64;
+        for &b in chunk
+            .iter()
+            .take(DBN_PREFIX.saturating_sub(self.prefix.len()))
+        {
+            self.prefix.push(b);
+        }
+        if self.next_record.is_none() {
+            if self.prefix.len() >= 3 && !self.prefix.starts_with(b"DBN") {
+                self.next_record = Some(0);
+            } else if self.prefix.len() == DBN_PREFIX {
+                let len = u32::from_le_bytes([
+                    self.prefix[4],
+                    self.prefix[5],
+                    self.prefix[6],
+                    self.prefix[7],
+                ]);
+                self.next_record = Some(DBN_PREFIX as u64 + u64::from(len));
+            }
+        }
+        while let Some(at) = self.next_record.filter(|&at| at < end) {
+            let byte = if at < start {
+                // Only the prefix can lie behind the chunk (a fragment told apart late).
+                self.prefix.get(at as usize).copied()
+            } else {
+                chunk.get((at - start) as usize).copied()
+            };
+            let Some(words) = byte else { break };
+            let len = u64::from(words) * 4;
+            if len < MIN_RECORD || !len.is_multiple_of(8) {
+                self.failed = Some(format!(
+                    "record at byte {at} is {len} bytes long (records are whole 8-byte words, \
+                     at least {MIN_RECORD})"
+                ));
+                return at.saturating_sub(start) as usize;
+            }
+            self.next_record = Some(at + len);
+        }
+        chunk.len()
+    }
 }
 
 impl<R: Read> Read for Counting<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(why) = &self.failed {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                why.clone(),
+            ));
+        }
         let n = self.inner.read(buf)?;
-        self.count += n as u64;
-        Ok(n)
+        let good = self.check(&buf[..n]);
+        if good == 0 && self.failed.is_some() {
+            return self.read(buf);
+        }
+        self.count += good as u64;
+        Ok(good)
     }
 }
 
@@ -126,8 +209,11 @@ impl Capture {
         let file = File::open(path).map_err(io)?;
         let inner = DynReader::inferred_with_buffer(BufReader::new(file))
             .map_err(|e| invalid(path, format!("cannot read: {e}")))?;
-        let mut reader = BufReader::with_capacity(1 << 16, Counting { inner, count: 0 });
-        let head = reader.fill_buf().map_err(io)?;
+        let mut reader = BufReader::with_capacity(1 << 16, Counting::new(inner));
+        let head = reader.fill_buf().map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidData => invalid(path, e.to_string()),
+            _ => io(e),
+        })?;
         if head.is_empty() {
             return Err(invalid(path, "empty file"));
         }
@@ -198,11 +284,23 @@ impl Capture {
                     ));
                 }
             };
-            if rec.rtype().is_err() {
+            let rtype = match rec.rtype() {
+                Ok(rtype) => rtype,
+                Err(_) => {
+                    let reason = format!(
+                        "record {}: unknown record type {:#04x}",
+                        self.records + 1,
+                        rec.header().rtype
+                    );
+                    return Err(invalid(&self.path, reason));
+                }
+            };
+            if rec.record_size() < min_record_len(rtype) {
                 let reason = format!(
-                    "record {}: unknown record type {:#04x}",
+                    "record {}: a {rtype:?} record of {} bytes is shorter than its layout ({} bytes)",
                     self.records + 1,
-                    rec.header().rtype
+                    rec.record_size(),
+                    min_record_len(rtype)
                 );
                 return Err(invalid(&self.path, reason));
             }
@@ -226,6 +324,36 @@ impl Capture {
             ));
         }
         Ok(ControlFlow::Continue(()))
+    }
+}
+
+/// The shortest record of type `rtype` in any DBN version: the layout `dbn` reads it as (through
+/// `RecordRef::get`, which panics on anything shorter) when the record is that short.
+fn min_record_len(rtype: RType) -> usize {
+    use dbn::v1;
+    use std::mem::size_of;
+    match rtype {
+        RType::Mbp0 => size_of::<dbn::TradeMsg>(),
+        RType::Mbp1 | RType::Tbbo => size_of::<dbn::Mbp1Msg>(),
+        RType::Mbp10 => size_of::<dbn::Mbp10Msg>(),
+        #[allow(deprecated)]
+        RType::OhlcvDeprecated
+        | RType::Ohlcv1S
+        | RType::Ohlcv1M
+        | RType::Ohlcv1H
+        | RType::Ohlcv1D
+        | RType::OhlcvEod => size_of::<dbn::OhlcvMsg>(),
+        RType::Imbalance => size_of::<dbn::ImbalanceMsg>(),
+        RType::Status => size_of::<dbn::StatusMsg>(),
+        RType::InstrumentDef => size_of::<v1::InstrumentDefMsg>(),
+        RType::SymbolMapping => size_of::<v1::SymbolMappingMsg>(),
+        RType::Error => size_of::<v1::ErrorMsg>(),
+        RType::System => size_of::<v1::SystemMsg>(),
+        RType::Statistics => size_of::<v1::StatMsg>(),
+        RType::Mbo => size_of::<dbn::MboMsg>(),
+        RType::Cmbp1 | RType::Tcbbo => size_of::<dbn::Cmbp1Msg>(),
+        RType::Bbo1S | RType::Bbo1M => size_of::<dbn::BboMsg>(),
+        RType::Cbbo1S | RType::Cbbo1M => size_of::<dbn::CbboMsg>(),
     }
 }
 
@@ -328,6 +456,79 @@ mod tests {
                 ),
             }
         }
+    }
+
+    /// Found by the `dbn_capture` fuzz target: a record whose length is not a whole number of
+    /// 8-byte words puts every later record off alignment, and the decoder built misaligned
+    /// record references from them (a debug assertion, undefined behaviour without it). The
+    /// records before it are handed out; then the capture is refused, as a DBN file and as a
+    /// fragment, compressed or not.
+    #[test]
+    fn misframed_record_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let full = dir.path().join("full.dbn");
+        let cfg = crate::synth::SynthConfig {
+            events: 3,
+            instruments: 1,
+            ..Default::default()
+        };
+        crate::synth::write_capture(&cfg, &full).unwrap();
+        let mut bytes = std::fs::read(&full).unwrap();
+        let meta_len = 8 + u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
+        let fragment = bytes[meta_len..].to_vec();
+        for (i, words) in [(1, 13u8), (1, 2), (0, 0)] {
+            let at = meta_len + 56 * i;
+            bytes[at] = words;
+            let mut cases = vec![("bad.dbn", bytes.clone())];
+            let mut frag = fragment.clone();
+            frag[56 * i] = words;
+            cases.push(("bad.dbn.frag", frag));
+            cases.push(("bad.dbn.zst", zstd::encode_all(&bytes[..], 1).unwrap()));
+            for (name, data) in cases {
+                let p = dir.path().join(name);
+                std::fs::write(&p, data).unwrap();
+                let mut seen = 0;
+                let result = Capture::open(&p).and_then(|mut c| {
+                    c.visit(|_| {
+                        seen += 1;
+                        ControlFlow::Continue(())
+                    })
+                });
+                let err = result.expect_err(name).to_string();
+                assert!(err.contains("8-byte words"), "{name}: {err}");
+                assert_eq!(seen, i, "{name}: records before the bad one");
+            }
+            bytes[at] = 14;
+        }
+    }
+
+    /// Found by the `dbn_capture` fuzz target: an MBO record of 48 bytes (whole words, but
+    /// shorter than the 56-byte layout) made `dbn` panic when replay took its index timestamp.
+    #[test]
+    fn record_shorter_than_its_layout_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("short.dbn");
+        let cfg = crate::synth::SynthConfig {
+            events: 3,
+            instruments: 1,
+            ..Default::default()
+        };
+        crate::synth::write_capture(&cfg, &path).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let meta_len = 8 + u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
+        bytes[meta_len + 56] = 12;
+        std::fs::write(&path, &bytes).unwrap();
+        let mut capture = Capture::open(&path).unwrap();
+        let mut stamps = Vec::new();
+        let err = capture
+            .visit(|rec| {
+                stamps.push(rec.raw_index_ts());
+                ControlFlow::Continue(())
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("record 2") && err.contains("shorter"), "{err}");
+        assert_eq!(stamps.len(), 1);
     }
 
     #[test]

@@ -655,7 +655,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if !value.is_finite() || value < 0.0 {
         return Err(format!("duration must be non-negative, got {s:?}"));
     }
-    Ok(Duration::from_secs_f64(value * scale))
+    Duration::try_from_secs_f64(value * scale)
+        .map_err(|_| format!("duration {s:?} is too long (at most {} s)", u64::MAX))
 }
 
 fn placement(
@@ -1025,6 +1026,13 @@ mod tests {
         assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
         assert!(parse_duration("2 parsecs").is_err());
         assert!(parse_duration("-1ms").is_err());
+        // Found by the `config` fuzz target: finite but beyond `Duration`, which panicked.
+        let err = parse_duration("1e30s").expect_err("too long");
+        assert!(err.contains("too long"), "{err}");
+        let err = EngineConfig::from_toml("report_interval = \"9e99\"\n")
+            .expect_err("too long")
+            .to_string();
+        assert!(err.contains("report_interval"), "{err}");
     }
 
     #[test]

@@ -910,6 +910,11 @@ impl<R: Region> RingReader<R> {
             if !in_bounds {
                 return Err(ReadError::Corrupt("frame header out of bounds"));
             }
+            // The commit that moved `tail` past the cursor covered this whole frame (a padding
+            // frame: up to the end of the area).
+            if (if kind == KIND_PAD { room } else { flen }) > tail - self.cursor {
+                return Err(ReadError::Corrupt("frame extends past the committed tail"));
+            }
             if kind == KIND_PAD {
                 self.cursor += room;
                 continue;
@@ -922,8 +927,11 @@ impl<R: Region> RingReader<R> {
             if seq != self.next_seq {
                 return Err(ReadError::Corrupt("frame sequence out of order"));
             }
+            let Some(next_seq) = seq.checked_add(1) else {
+                return Err(ReadError::Corrupt("frame sequence number overflows"));
+            };
             self.cursor += flen;
-            self.next_seq = seq + 1;
+            self.next_seq = next_seq;
             self.update_slot(false);
             return Ok(FrameInfo {
                 seq,
@@ -998,6 +1006,11 @@ impl<R: Region> RingReader<R> {
                 stop = Some(ReadError::Corrupt("frame header out of bounds"));
                 break;
             }
+            // As in `try_read`: a committed frame ends at or before the committed tail.
+            if (if f.kind == KIND_PAD { f.room } else { f.flen }) > tail - pos {
+                stop = Some(ReadError::Corrupt("frame extends past the committed tail"));
+                break;
+            }
             if f.kind == KIND_PAD {
                 pos += f.room;
                 continue;
@@ -1035,6 +1048,9 @@ impl<R: Region> RingReader<R> {
             if seq != self.next_seq {
                 return Err(ReadError::Corrupt("frame sequence out of order"));
             }
+            let Some(next_seq) = seq.checked_add(1) else {
+                return Err(ReadError::Corrupt("frame sequence number overflows"));
+            };
             let start = at + FRAME_HEADER_LEN;
             on_frame(
                 FrameInfo {
@@ -1044,7 +1060,7 @@ impl<R: Region> RingReader<R> {
                 },
                 &scratch[start..start + len],
             );
-            self.next_seq = seq + 1;
+            self.next_seq = next_seq;
             at += frame_len(len);
         }
         self.cursor = pos;
@@ -1064,6 +1080,12 @@ impl<R: Region> RingReader<R> {
                 || (latest & self.mask) + FRAME_HEADER_LEN as u64 > self.capacity
             {
                 return ReadError::Corrupt("newest-frame position out of bounds");
+            }
+            // A reader is lapped only when the writer is more than a capacity past it, and the
+            // newest frame starts at most half a capacity before the writer's position: it lies
+            // ahead of the reader. Jumping back would re-read or loop.
+            if latest <= self.cursor {
+                return ReadError::Corrupt("newest frame is behind the reader");
             }
             let base = self.data_start + w((latest & self.mask) as usize);
             let seq = words[base + 1].load(Ordering::Relaxed);
@@ -1293,6 +1315,94 @@ mod tests {
         assert_eq!(
             r.try_read(&mut buf),
             Err(ReadError::Corrupt("frame header out of bounds"))
+        );
+    }
+
+    /// Found by the `ring_reader` fuzz target: a header whose tail is far ahead (the reader is
+    /// lapped at once) while `latest` names position 0. Resyncing to it moved the reader back,
+    /// and it would have re-read the ring from the start.
+    #[test]
+    fn resync_never_moves_the_reader_back() {
+        let (_w, r) = ring(128, 16);
+        let words = r.region().clone();
+        drop(r);
+        let tail = (1u64 << 39) + 32;
+        for (off, v) in [(OFF_TAIL_INTENT, 32), (OFF_TAIL, tail), (OFF_LATEST, 0)] {
+            words.words()[w(off)].store(v, Ordering::Relaxed);
+        }
+        let HeaderState::Ready(info) = read_header(words.words()).unwrap() else {
+            panic!("not ready")
+        };
+        let mut buf = [0u8; 16];
+        let mut r = RingReader::new(words.clone(), info, StartAt::Oldest);
+        let before = r.position();
+        assert_eq!(
+            r.try_read(&mut buf),
+            Err(ReadError::Corrupt("newest frame is behind the reader"))
+        );
+        assert_eq!(r.position(), before);
+        let mut r = RingReader::new(words, info, StartAt::Oldest);
+        let mut scratch = [0u8; 64];
+        assert_eq!(
+            r.read_batch(&mut scratch, 4, |_, _| panic!("no frame")),
+            Err(ReadError::Corrupt("newest frame is behind the reader"))
+        );
+        assert_eq!(r.position(), before);
+    }
+
+    /// A frame header claiming more bytes than the writer committed: handing it out would give
+    /// the reader bytes no publish wrote, and put its cursor past the tail.
+    #[test]
+    fn frame_past_the_committed_tail_is_corrupt() {
+        let (mut w, r) = ring(256, 32);
+        drop(r);
+        w.publish(&[5; 8], 0).unwrap();
+        let data = w.region().words().len() - 256 / 8;
+        w.region().words()[data].store(pack_word0(16, KIND_DATA), Ordering::Relaxed);
+        let region = w.region().clone();
+        let HeaderState::Ready(info) = read_header(region.words()).unwrap() else {
+            panic!("not ready")
+        };
+        let mut r = RingReader::new(region.clone(), info, StartAt::Oldest);
+        let mut buf = [0u8; 32];
+        assert_eq!(
+            r.try_read(&mut buf),
+            Err(ReadError::Corrupt("frame extends past the committed tail"))
+        );
+        assert_eq!(r.position(), 0);
+        let mut r = RingReader::new(region, info, StartAt::Oldest);
+        let mut scratch = [0u8; 128];
+        assert_eq!(
+            r.read_batch(&mut scratch, 4, |_, _| panic!("no frame")),
+            Err(ReadError::Corrupt("frame extends past the committed tail"))
+        );
+    }
+
+    /// A sequence number of `u64::MAX` cannot be followed: the reader says so instead of
+    /// overflowing.
+    #[test]
+    fn last_sequence_number_is_corrupt() {
+        let (mut writer, r) = ring(256, 8);
+        drop(r);
+        let words = writer.region().clone();
+        words.words()[w(OFF_NEXT_SEQ)].store(u64::MAX, Ordering::Relaxed);
+        let HeaderState::Ready(info) = read_header(words.words()).unwrap() else {
+            panic!("not ready")
+        };
+        let mut tail_reader = RingReader::new(words.clone(), info, StartAt::Tail);
+        let mut batch_reader = RingReader::new(words.clone(), info, StartAt::Tail);
+        writer.publish(&[1; 8], 0).unwrap();
+        let data = words.words().len() - 256 / 8;
+        words.words()[data + 1].store(u64::MAX, Ordering::Relaxed);
+        let mut buf = [0u8; 8];
+        assert_eq!(
+            tail_reader.try_read(&mut buf),
+            Err(ReadError::Corrupt("frame sequence number overflows"))
+        );
+        let mut scratch = [0u8; 64];
+        assert_eq!(
+            batch_reader.read_batch(&mut scratch, 4, |_, _| panic!("no frame")),
+            Err(ReadError::Corrupt("frame sequence number overflows"))
         );
     }
 

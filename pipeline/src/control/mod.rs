@@ -98,7 +98,7 @@ use serde::{Deserialize, Deserializer};
 use crate::PipelineError;
 
 pub use auth::{ApiKeys, MAX_KEY_LEN, MIN_KEY_LEN, constant_time_eq};
-pub use server::{ControlHandle, ControlServer, ControlStats};
+pub use server::{ControlHandle, ControlServer, ControlStats, answer_statuses};
 
 /// What the embedding engine exposes to the control plane.
 ///

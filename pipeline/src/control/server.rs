@@ -204,17 +204,8 @@ impl ControlServer {
             free: (0..config.max_connections).rev().collect(),
             again: Vec::with_capacity(config.max_connections),
             retry_accept: false,
-            api,
-            keys,
-            limiter: FailureLimiter::new(
-                config.auth_failures,
-                config.auth_window,
-                config.auth_table_size,
-            ),
-            limits: HeadLimits {
-                max_header_bytes: config.max_header_bytes,
-                max_body_bytes: config.max_body_bytes,
-            },
+            router: Router::new(config, keys, api, Arc::clone(&counters)),
+            limits: head_limits(config),
             read_timeout: config.read_timeout,
             idle_timeout: config.idle_timeout,
             write_timeout: config.write_timeout,
@@ -335,9 +326,7 @@ struct Server<A> {
     /// Connections out of turn with work left.
     again: Vec<usize>,
     retry_accept: bool,
-    api: A,
-    keys: ApiKeys,
-    limiter: FailureLimiter,
+    router: Router<A>,
     limits: HeadLimits,
     read_timeout: Duration,
     idle_timeout: Duration,
@@ -651,35 +640,26 @@ impl<A: ControlApi> Server<A> {
         if conn.filled == 0 {
             return None;
         }
-        if conn.head.is_none() {
-            match http::parse_head(&conn.buf[..conn.filled], self.limits) {
-                Ok(None) => return None,
-                Ok(Some(head)) => {
-                    if head.expect_continue && conn.filled < head.head_len + head.content_length {
-                        Self::send_continue(conn);
-                    }
-                    conn.head = Some(head);
+        match frame(&conn.buf[..conn.filled], &mut conn.head, self.limits) {
+            Framed::More { send_continue } => {
+                if send_continue {
+                    Self::send_continue(conn);
                 }
-                Err(e) => {
-                    let mut reply = Reply::error(e.status, &e.message);
-                    reply.close = true;
-                    conn.filled = 0;
-                    return Some(reply);
-                }
+                None
+            }
+            Framed::Refused(reply) => {
+                conn.filled = 0;
+                Some(reply)
+            }
+            Framed::Ready(head, end) => {
+                let body = &conn.buf[head.head_len..end];
+                let mut reply = self.router.respond(&head, body, conn.ip);
+                reply.close |= !head.keep_alive || conn.peer_eof;
+                conn.buf.copy_within(end..conn.filled, 0);
+                conn.filled -= end;
+                Some(reply)
             }
         }
-        let head = conn.head.as_ref()?;
-        let end = head.head_len + head.content_length;
-        if conn.filled < end {
-            return None;
-        }
-        let head = conn.head.take()?;
-        let body = &conn.buf[head.head_len..end];
-        let mut reply = self.respond(&head, body, conn.ip);
-        reply.close |= !head.keep_alive || conn.peer_eof;
-        conn.buf.copy_within(end..conn.filled, 0);
-        conn.filled -= end;
-        Some(reply)
     }
 
     /// Best effort `100 Continue`: a client that does not get it sends its body after its own
@@ -705,6 +685,61 @@ impl<A: ControlApi> Server<A> {
             400..=499 => bump(&self.counters.client_errors),
             500..=599 => bump(&self.counters.server_errors),
             _ => {}
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        for idx in 0..self.conns.len() {
+            let Some(conn) = self.conns[idx].as_mut() else {
+                continue;
+            };
+            if conn.deadline > now {
+                continue;
+            }
+            match conn.phase {
+                Phase::Reading if conn.request_started.is_some() => {
+                    bump(&self.counters.timeouts);
+                    let mut reply = Reply::error(408, "request not received in time");
+                    reply.close = true;
+                    conn.head = None;
+                    conn.filled = 0;
+                    let mut conn = self.conns[idx].take();
+                    if let Some(c) = conn.as_mut() {
+                        self.queue(c, reply);
+                    }
+                    self.conns[idx] = conn;
+                    self.drive_slot(idx);
+                }
+                Phase::Reading | Phase::Writing => {
+                    bump(&self.counters.timeouts);
+                    self.close(idx);
+                }
+                Phase::Draining => self.close(idx),
+            }
+        }
+    }
+}
+
+/// Routing, authentication and the API calls: everything the server does with a request once it
+/// is framed.
+struct Router<A> {
+    api: A,
+    keys: ApiKeys,
+    limiter: FailureLimiter,
+    counters: Arc<Counters>,
+}
+
+impl<A: ControlApi> Router<A> {
+    fn new(config: &ControlConfig, keys: ApiKeys, api: A, counters: Arc<Counters>) -> Self {
+        Router {
+            api,
+            keys,
+            limiter: FailureLimiter::new(
+                config.auth_failures,
+                config.auth_window,
+                config.auth_table_size,
+            ),
+            counters,
         }
     }
 
@@ -799,37 +834,101 @@ impl<A: ControlApi> Server<A> {
         self.limiter.record_failure(ip, now);
         Some(refusal)
     }
+}
 
-    fn expire(&mut self, now: Instant) {
-        for idx in 0..self.conns.len() {
-            let Some(conn) = self.conns[idx].as_mut() else {
-                continue;
-            };
-            if conn.deadline > now {
-                continue;
+fn head_limits(config: &ControlConfig) -> HeadLimits {
+    HeadLimits {
+        max_header_bytes: config.max_header_bytes,
+        max_body_bytes: config.max_body_bytes,
+    }
+}
+
+/// One step of reading requests out of a connection's buffer.
+enum Framed {
+    /// More bytes are needed; `send_continue` when the head just read asks for `100 Continue`.
+    More { send_continue: bool },
+    /// The head is refused: answer and close.
+    Refused(Reply),
+    /// A whole request: its head, and where its body ends in the buffer.
+    Ready(RequestHead, usize),
+}
+
+/// Frames the next request at the start of `buf`; `pending` keeps a head already parsed while
+/// its body arrives.
+fn frame(buf: &[u8], pending: &mut Option<RequestHead>, limits: HeadLimits) -> Framed {
+    if pending.is_none() {
+        match http::parse_head(buf, limits) {
+            Ok(None) => {
+                return Framed::More {
+                    send_continue: false,
+                };
             }
-            match conn.phase {
-                Phase::Reading if conn.request_started.is_some() => {
-                    bump(&self.counters.timeouts);
-                    let mut reply = Reply::error(408, "request not received in time");
-                    reply.close = true;
-                    conn.head = None;
-                    conn.filled = 0;
-                    let mut conn = self.conns[idx].take();
-                    if let Some(c) = conn.as_mut() {
-                        self.queue(c, reply);
-                    }
-                    self.conns[idx] = conn;
-                    self.drive_slot(idx);
+            Ok(Some(head)) => {
+                let send_continue =
+                    head.expect_continue && buf.len() < head.head_len + head.content_length;
+                *pending = Some(head);
+                if send_continue {
+                    return Framed::More { send_continue };
                 }
-                Phase::Reading | Phase::Writing => {
-                    bump(&self.counters.timeouts);
-                    self.close(idx);
-                }
-                Phase::Draining => self.close(idx),
+            }
+            Err(e) => {
+                let mut reply = Reply::error(e.status, &e.message);
+                reply.close = true;
+                return Framed::Refused(reply);
             }
         }
     }
+    match pending.take() {
+        Some(head) if buf.len() >= head.head_len + head.content_length => {
+            let end = head.head_len + head.content_length;
+            Framed::Ready(head, end)
+        }
+        head => {
+            *pending = head;
+            Framed::More {
+                send_continue: false,
+            }
+        }
+    }
+}
+
+/// Answers the requests in `bytes` as the control thread answers a connection that sent exactly
+/// those bytes, without a socket: the same framing, limits, routing, authentication (as a
+/// client at 127.0.0.1) and calls into `api`. Returns the status of each answer in order.
+/// Answering stops after an answer that closes the connection; an incomplete request at the end
+/// gets no answer here (the server would answer it 408 at its deadline).
+///
+/// # Errors
+/// [`PipelineError::Config`] when `config` is invalid.
+pub fn answer_statuses<A: ControlApi>(
+    config: &ControlConfig,
+    keys: ApiKeys,
+    api: A,
+    bytes: &[u8],
+) -> Result<Vec<u16>, PipelineError> {
+    config.validate()?;
+    let mut router = Router::new(config, keys, api, Arc::new(Counters::default()));
+    let limits = head_limits(config);
+    let ip = IpAddr::from([127, 0, 0, 1]);
+    let (mut rest, mut pending, mut statuses) = (bytes, None, Vec::new());
+    while !rest.is_empty() {
+        match frame(rest, &mut pending, limits) {
+            Framed::More { .. } => break,
+            Framed::Refused(reply) => {
+                statuses.push(reply.status);
+                break;
+            }
+            Framed::Ready(head, end) => {
+                let reply = router.respond(&head, &rest[head.head_len..end], ip);
+                statuses.push(reply.status);
+                if reply.close || !head.keep_alive {
+                    break;
+                }
+                rest = &rest[end..];
+            }
+        }
+    }
+    Ok(statuses)
 }
 
 /// Runs an API call; a panic becomes a 500 rather than the end of the control thread.
@@ -867,6 +966,63 @@ mod tests {
         assert!(!valid_model_name(".."));
         assert!(!valid_model_name("a%2Fb"));
         assert!(!valid_model_name(&"a".repeat(MAX_MODEL_NAME + 1)));
+    }
+
+    struct Stub;
+
+    impl ControlApi for Stub {
+        fn health(&self) -> (u16, String) {
+            (503, "{}".into())
+        }
+        fn metrics(&self) -> String {
+            String::new()
+        }
+        fn promote(&mut self, _: &str, _: &[u8]) -> Result<String, ControlError> {
+            Err(ControlError::Conflict("busy".into()))
+        }
+        fn kill_switch(&mut self, _: bool, _: &str) -> Result<String, ControlError> {
+            Ok("{}".into())
+        }
+    }
+
+    /// The socket-free path answers as the server does: pipelined requests in order, refusals
+    /// of the head end the stream, an incomplete request gets no answer.
+    #[test]
+    fn answers_request_bytes_without_a_socket() {
+        let key = "k".repeat(16);
+        let answer = |bytes: &[u8]| {
+            let keys = ApiKeys::from_keys([key.as_str()]).expect("key");
+            answer_statuses(&ControlConfig::default(), keys, Stub, bytes).expect("config")
+        };
+        let body = r#"{"action":"engage","reason":"x"}"#;
+        let kill = format!(
+            "POST /kill-switch HTTP/1.1\r\nX-API-Key: {key}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let stream = format!(
+            "GET /health HTTP/1.1\r\n\r\nPOST /health HTTP/1.1\r\nContent-Length: 0\r\n\r\n\
+             {kill}POST /models/m/promote HTTP/1.1\r\nX-API-Key: {key}\r\n\
+             Content-Length: 0\r\n\r\nGET /nowhere HTTP/1.1\r\n\r\nGET /health HTTP/1.1\r\n"
+        );
+        assert_eq!(answer(stream.as_bytes()), [503, 405, 200, 409, 404]);
+        assert_eq!(
+            answer(b"POST /kill-switch HTTP/1.1\r\n\r\nGET /health HTTP/1.1\r\n\r\n"),
+            [411]
+        );
+        assert_eq!(
+            answer(b"GET /health HTTP/1.0\r\n\r\nGET /health HTTP/1.1\r\n\r\n"),
+            [503]
+        );
+        assert_eq!(
+            answer(b"POST /kill-switch HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}"),
+            [401]
+        );
+        assert!(answer(b"GET /hea").is_empty());
+        let bad = ControlConfig {
+            max_connections: 0,
+            ..ControlConfig::default()
+        };
+        assert!(answer_statuses(&bad, ApiKeys::none(), Stub, b"").is_err());
     }
 
     #[test]
