@@ -35,24 +35,6 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// A generated capture of `events` records at ~20 µs per event.
-fn generated(dir: &Path, events: u64) -> PathBuf {
-    let out = dir.join(format!("synth-{events}.dbn.zst"));
-    let res = run(&[
-        "gen",
-        "--seed",
-        "5",
-        "--events",
-        &events.to_string(),
-        "--instruments",
-        "3",
-        "--out",
-        s(&out),
-    ]);
-    assert!(res.status.success(), "{}", text(&res.stderr));
-    out
-}
-
 fn paced_replay(capture: &Path, ring: &Path, extra: &[&str]) -> Kid {
     let mut args = vec![
         "replay",
@@ -76,7 +58,7 @@ fn recording_onto_a_full_disk_fails_loudly() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let capture = generated(dir.path(), 100_000);
+    let capture = generated(dir.path(), 100_000, 5);
     for backend in [&[][..], &["--no-uring"][..]] {
         let ring = dir.path().join("full.ring");
         let _ = std::fs::remove_file(&ring);
@@ -103,7 +85,7 @@ fn recording_onto_a_full_disk_fails_loudly() {
 #[test]
 fn a_restarted_reader_resumes_at_the_oldest_record_held() {
     let dir = tempfile::tempdir().unwrap();
-    let capture = generated(dir.path(), 100_000);
+    let capture = generated(dir.path(), 100_000, 5);
     let ring = dir.path().join("restart.ring");
     // 2 MiB holds about 30,000 records (0.6 s of the stream): less than the capture, so the
     // restarted reader cannot see the start of the stream, yet enough that it is not lapped
@@ -210,7 +192,7 @@ fn healthy_engine(dir: &Path, ring: &Path, tag: &str) -> (Kid, PathBuf) {
 #[test]
 fn a_killed_writer_engages_the_kill_switch_and_a_restart_recovers() {
     let dir = tempfile::tempdir().unwrap();
-    let capture = generated(dir.path(), 400_000);
+    let capture = generated(dir.path(), 400_000, 5);
     let ring = dir.path().join("md.ring");
     let replay = paced_replay(&capture, &ring, &[]);
     let (engine, page) = healthy_engine(dir.path(), &ring, "first");

@@ -14,25 +14,6 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// A generated capture of `events` records at ~20 µs per event (so a 1x replay of 100k events
-/// takes about two seconds).
-fn generated(dir: &Path, events: u64) -> PathBuf {
-    let out = dir.join(format!("synth-{events}.dbn.zst"));
-    let res = run(&[
-        "gen",
-        "--seed",
-        "7",
-        "--events",
-        &events.to_string(),
-        "--instruments",
-        "3",
-        "--out",
-        s(&out),
-    ]);
-    assert!(res.status.success(), "{}", text(&res.stderr));
-    out
-}
-
 /// A generated capture replayed at 1x (about two seconds) into `name.ring` while a `record`
 /// process (with `record_args` added) drains it into `name.dbn[.zst]`; returns once the recorder
 /// is attached.
@@ -60,7 +41,7 @@ fn assert_strict_prefix(synth: &Path, out: &Path) {
 }
 
 fn paced_pair(dir: &Path, name: &str, replay_args: &[&str], record_args: &[&str]) -> PacedPair {
-    let synth = generated(dir, 100_000);
+    let synth = generated(dir, 100_000, 7);
     let ring = dir.join(format!("{name}.ring"));
     let out = dir.join(format!("{name}.dbn.zst"));
     let mut args = vec![
@@ -162,7 +143,7 @@ fn es_two_days_round_trip_byte_for_byte() {
 #[test]
 fn generated_capture_round_trips_with_loops_and_a_small_ring() {
     let dir = tempfile::tempdir().unwrap();
-    let synth = generated(dir.path(), 20_000);
+    let synth = generated(dir.path(), 20_000, 7);
     // A 1 MiB ring holds ~13k frames and wraps three times over the 40k published; paced at 1x
     // (~50k records/s) the recorder attaches long before the first wrap and then keeps up.
     let ring = dir.path().join("md.ring");
@@ -368,7 +349,7 @@ fn killed_writer_never_yields_a_torn_record() {
 #[test]
 fn ring_files_are_private_by_default() {
     let dir = tempfile::tempdir().unwrap();
-    let synth = generated(dir.path(), 100);
+    let synth = generated(dir.path(), 100, 7);
     let ring = dir.path().join("p.ring");
     assert!(
         run(&["replay", s(&synth), "--ring", s(&ring), "--quiet"])
@@ -419,7 +400,7 @@ fn assert_fails(args: &[&str], needle: &str) {
 #[test]
 fn bad_captures_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let synth = generated(dir.path(), 1000);
+    let synth = generated(dir.path(), 1000, 7);
     let ring = dir.path().join("bad.ring");
     let plain = dir.path().join("plain.dbn");
     assert!(
@@ -488,7 +469,7 @@ fn bad_captures_are_clear_errors() {
 
 /// Writes a ring file by hand with a header patched at `word` to `value`.
 fn patched_ring(dir: &Path, name: &str, patch: impl FnOnce(&mut Vec<u8>)) -> PathBuf {
-    let synth = generated(dir, 100);
+    let synth = generated(dir, 100, 7);
     let ring = dir.join(name);
     assert!(
         run(&["replay", s(&synth), "--ring", s(&ring), "--quiet"])
