@@ -295,12 +295,20 @@ impl Capture {
                     return Err(invalid(&self.path, reason));
                 }
             };
-            if rec.record_size() < min_record_len(rtype) {
+            let Some(min_len) = min_record_len(rtype) else {
                 let reason = format!(
-                    "record {}: a {rtype:?} record of {} bytes is shorter than its layout ({} bytes)",
+                    "record {}: {rtype:?} records (rtype {:#04x}) are not supported",
+                    self.records + 1,
+                    rec.header().rtype
+                );
+                return Err(invalid(&self.path, reason));
+            };
+            if rec.record_size() < min_len {
+                let reason = format!(
+                    "record {}: a {rtype:?} record of {} bytes is shorter than its layout \
+                     ({min_len} bytes)",
                     self.records + 1,
                     rec.record_size(),
-                    min_record_len(rtype)
                 );
                 return Err(invalid(&self.path, reason));
             }
@@ -328,13 +336,16 @@ impl Capture {
 }
 
 /// The shortest record of type `rtype` in any DBN version: the layout `dbn` reads it as (through
-/// `RecordRef::get`, which panics on anything shorter) when the record is that short.
-fn min_record_len(rtype: RType) -> usize {
+/// `RecordRef::get`, which panics on anything shorter) when the record is that short. `None` for
+/// a type `dbn` cannot read back: it takes TBBO records (rtype 0xC5) as `Mbp1Msg`, which accepts
+/// only MBP-1's rtype, and panics (TBBO data is normally stored with MBP-1's rtype).
+fn min_record_len(rtype: RType) -> Option<usize> {
     use dbn::v1;
     use std::mem::size_of;
-    match rtype {
+    Some(match rtype {
+        RType::Tbbo => return None,
         RType::Mbp0 => size_of::<dbn::TradeMsg>(),
-        RType::Mbp1 | RType::Tbbo => size_of::<dbn::Mbp1Msg>(),
+        RType::Mbp1 => size_of::<dbn::Mbp1Msg>(),
         RType::Mbp10 => size_of::<dbn::Mbp10Msg>(),
         #[allow(deprecated)]
         RType::OhlcvDeprecated
@@ -354,7 +365,7 @@ fn min_record_len(rtype: RType) -> usize {
         RType::Cmbp1 | RType::Tcbbo => size_of::<dbn::Cmbp1Msg>(),
         RType::Bbo1S | RType::Bbo1M => size_of::<dbn::BboMsg>(),
         RType::Cbbo1S | RType::Cbbo1M => size_of::<dbn::CbboMsg>(),
-    }
+    })
 }
 
 /// Metadata describing the concatenation of `captures` (in order), for the ring's metadata area
@@ -528,6 +539,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("record 2") && err.contains("shorter"), "{err}");
+        assert_eq!(stamps.len(), 1);
+
+        // Also found by fuzzing: `dbn` panics taking the index timestamp of a TBBO-typed record.
+        bytes[meta_len + 56] = 20;
+        bytes[meta_len + 57] = 0xC5;
+        std::fs::write(&path, &bytes).unwrap();
+        let mut capture = Capture::open(&path).unwrap();
+        let mut stamps = Vec::new();
+        let err = capture
+            .visit(|rec| {
+                stamps.push(rec.raw_index_ts());
+                ControlFlow::Continue(())
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("record 2") && err.contains("not supported"),
+            "{err}"
+        );
         assert_eq!(stamps.len(), 1);
     }
 
