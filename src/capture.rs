@@ -14,6 +14,10 @@ use dbn::{Metadata, RType, Record, RecordRef, SType, VersionUpgradePolicy};
 /// The longest DBN record: the header's length byte counts 4-byte words.
 pub const MAX_DBN_RECORD: usize = 255 * 4;
 
+/// The longest DBN metadata accepted, prefix included (symbol mappings for a million
+/// instruments fit).
+pub const MAX_METADATA: u64 = 256 << 20;
+
 /// Errors reading a capture, each naming the file.
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
@@ -222,6 +226,13 @@ impl Capture {
         } else {
             0
         };
+        if meta_len > MAX_METADATA {
+            // The decoder allocates the declared length before reading it.
+            return Err(invalid(
+                path,
+                format!("DBN metadata of {meta_len} bytes (at most {MAX_METADATA} accepted)"),
+            ));
+        }
         let (metadata, decoder) = if head.starts_with(b"DBN") {
             let decoder = Decoder::with_upgrade_policy(reader, VersionUpgradePolicy::AsIs)
                 .map_err(|e| invalid(path, format!("bad DBN metadata: {e}")))?;
@@ -559,6 +570,20 @@ mod tests {
             "{err}"
         );
         assert_eq!(stamps.len(), 1);
+    }
+
+    /// Found by the `dbn_capture` fuzz target: a header declaring 4 GiB of metadata made the
+    /// decoder allocate it before reading a byte of it.
+    #[test]
+    fn huge_metadata_length_is_refused_up_front() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.dbn");
+        let mut bytes = b"DBN\x03".to_vec();
+        bytes.extend_from_slice(&u32::MAX.to_le_bytes());
+        bytes.extend_from_slice(&[0; 64]);
+        std::fs::write(&path, &bytes).unwrap();
+        let err = Capture::open(&path).unwrap_err().to_string();
+        assert!(err.contains("metadata of 4294967303 bytes"), "{err}");
     }
 
     #[test]
