@@ -236,6 +236,11 @@ impl Capture {
         let (metadata, decoder) = if head.starts_with(b"DBN") {
             let decoder = Decoder::with_upgrade_policy(reader, VersionUpgradePolicy::AsIs)
                 .map_err(|e| invalid(path, format!("bad DBN metadata: {e}")))?;
+            // The decoder takes a zero symbol width; the encoder (which writes the ring's
+            // metadata) underflows on it.
+            if decoder.metadata().symbol_cstr_len == 0 {
+                return Err(invalid(path, "bad DBN metadata: symbol_cstr_len is 0"));
+            }
             (
                 Some(decoder.metadata().clone()),
                 Dec::Dbn(Box::new(decoder)),
@@ -584,6 +589,19 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let err = Capture::open(&path).unwrap_err().to_string();
         assert!(err.contains("metadata of 4294967303 bytes"), "{err}");
+    }
+
+    /// Found by the `dbn_capture` fuzz target (the input is kept as
+    /// `tests/data/zero-symbol-width.dbn`): metadata with a symbol width of 0 and symbol
+    /// mappings decodes, and encoding it for the ring underflowed.
+    #[test]
+    fn zero_symbol_width_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("zero.dbn");
+        let bytes = include_bytes!("../tests/data/zero-symbol-width.dbn");
+        std::fs::write(&path, bytes).unwrap();
+        let err = Capture::open(&path).unwrap_err().to_string();
+        assert!(err.contains("symbol_cstr_len is 0"), "{err}");
     }
 
     #[test]
