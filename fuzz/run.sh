@@ -66,10 +66,11 @@ for t in $TARGETS; do
         -artifact_prefix="$artifacts/" >"$log" 2>&1
     rc=$?
     set -e
-    execs="$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | tail -1 | awk '{print $2}')"
+    execs="$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | tail -1 \
+        | awk '{print $2}' || true)"
     if [[ -z "$execs" ]]; then
         # No final stats (killed): the last progress line carries the count.
-        execs="$(grep -o '^#[0-9]*' "$log" | tail -1 | tr -d '#')"
+        execs="$(grep -o '^#[0-9]*' "$log" | tail -1 | tr -d '#' || true)"
     fi
     execs="${execs:-0}"
     size="$(ls "$corpus" | wc -l)"
@@ -77,8 +78,11 @@ for t in $TARGETS; do
     crash="none"
     if [[ $rc -ne 0 || $new -gt 0 ]]; then
         FAILED=1
-        crash="$(grep -m1 -E '^(==[0-9]+==ERROR|thread .* panicked|.*panicked at|SUMMARY:)' "$log" \
-            | cut -c1-160 || true)"
+        # The panic message (the line after "panicked at"), else the sanitizer's summary.
+        crash="$(grep -m1 -A1 'panicked at' "$log" | tail -1 | cut -c1-160 || true)"
+        if [[ -z "$crash" ]]; then
+            crash="$(grep -m1 -E '^(==[0-9]+==ERROR|SUMMARY:)' "$log" | cut -c1-160 || true)"
+        fi
         crash="${crash:-exit $rc}; $(ls -t "$artifacts" | head -1)"
         echo "   CRASH: $crash"
         echo "   log kept at $log"

@@ -14,6 +14,10 @@ use dbn::{Metadata, RType, Record, RecordRef, SType, VersionUpgradePolicy};
 /// The longest DBN record: the header's length byte counts 4-byte words.
 pub const MAX_DBN_RECORD: usize = 255 * 4;
 
+/// The longest DBN metadata accepted, prefix included (symbol mappings for a million
+/// instruments fit).
+pub const MAX_METADATA: u64 = 256 << 20;
+
 /// Errors reading a capture, each naming the file.
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
@@ -222,9 +226,21 @@ impl Capture {
         } else {
             0
         };
+        if meta_len > MAX_METADATA {
+            // The decoder allocates the declared length before reading it.
+            return Err(invalid(
+                path,
+                format!("DBN metadata of {meta_len} bytes (at most {MAX_METADATA} accepted)"),
+            ));
+        }
         let (metadata, decoder) = if head.starts_with(b"DBN") {
             let decoder = Decoder::with_upgrade_policy(reader, VersionUpgradePolicy::AsIs)
                 .map_err(|e| invalid(path, format!("bad DBN metadata: {e}")))?;
+            // The decoder takes a zero symbol width; the encoder (which writes the ring's
+            // metadata) underflows on it.
+            if decoder.metadata().symbol_cstr_len == 0 {
+                return Err(invalid(path, "bad DBN metadata: symbol_cstr_len is 0"));
+            }
             (
                 Some(decoder.metadata().clone()),
                 Dec::Dbn(Box::new(decoder)),
@@ -295,12 +311,20 @@ impl Capture {
                     return Err(invalid(&self.path, reason));
                 }
             };
-            if rec.record_size() < min_record_len(rtype) {
+            let Some(min_len) = min_record_len(rtype) else {
                 let reason = format!(
-                    "record {}: a {rtype:?} record of {} bytes is shorter than its layout ({} bytes)",
+                    "record {}: {rtype:?} records (rtype {:#04x}) are not supported",
+                    self.records + 1,
+                    rec.header().rtype
+                );
+                return Err(invalid(&self.path, reason));
+            };
+            if rec.record_size() < min_len {
+                let reason = format!(
+                    "record {}: a {rtype:?} record of {} bytes is shorter than its layout \
+                     ({min_len} bytes)",
                     self.records + 1,
                     rec.record_size(),
-                    min_record_len(rtype)
                 );
                 return Err(invalid(&self.path, reason));
             }
@@ -328,13 +352,16 @@ impl Capture {
 }
 
 /// The shortest record of type `rtype` in any DBN version: the layout `dbn` reads it as (through
-/// `RecordRef::get`, which panics on anything shorter) when the record is that short.
-fn min_record_len(rtype: RType) -> usize {
+/// `RecordRef::get`, which panics on anything shorter) when the record is that short. `None` for
+/// a type `dbn` cannot read back: it takes TBBO records (rtype 0xC5) as `Mbp1Msg`, which accepts
+/// only MBP-1's rtype, and panics (TBBO data is normally stored with MBP-1's rtype).
+fn min_record_len(rtype: RType) -> Option<usize> {
     use dbn::v1;
     use std::mem::size_of;
-    match rtype {
+    Some(match rtype {
+        RType::Tbbo => return None,
         RType::Mbp0 => size_of::<dbn::TradeMsg>(),
-        RType::Mbp1 | RType::Tbbo => size_of::<dbn::Mbp1Msg>(),
+        RType::Mbp1 => size_of::<dbn::Mbp1Msg>(),
         RType::Mbp10 => size_of::<dbn::Mbp10Msg>(),
         #[allow(deprecated)]
         RType::OhlcvDeprecated
@@ -354,7 +381,7 @@ fn min_record_len(rtype: RType) -> usize {
         RType::Cmbp1 | RType::Tcbbo => size_of::<dbn::Cmbp1Msg>(),
         RType::Bbo1S | RType::Bbo1M => size_of::<dbn::BboMsg>(),
         RType::Cbbo1S | RType::Cbbo1M => size_of::<dbn::CbboMsg>(),
-    }
+    })
 }
 
 /// Metadata describing the concatenation of `captures` (in order), for the ring's metadata area
@@ -529,6 +556,52 @@ mod tests {
             .to_string();
         assert!(err.contains("record 2") && err.contains("shorter"), "{err}");
         assert_eq!(stamps.len(), 1);
+
+        // Also found by fuzzing: `dbn` panics taking the index timestamp of a TBBO-typed record.
+        bytes[meta_len + 56] = 20;
+        bytes[meta_len + 57] = 0xC5;
+        std::fs::write(&path, &bytes).unwrap();
+        let mut capture = Capture::open(&path).unwrap();
+        let mut stamps = Vec::new();
+        let err = capture
+            .visit(|rec| {
+                stamps.push(rec.raw_index_ts());
+                ControlFlow::Continue(())
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("record 2") && err.contains("not supported"),
+            "{err}"
+        );
+        assert_eq!(stamps.len(), 1);
+    }
+
+    /// Found by the `dbn_capture` fuzz target: a header declaring 4 GiB of metadata made the
+    /// decoder allocate it before reading a byte of it.
+    #[test]
+    fn huge_metadata_length_is_refused_up_front() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.dbn");
+        let mut bytes = b"DBN\x03".to_vec();
+        bytes.extend_from_slice(&u32::MAX.to_le_bytes());
+        bytes.extend_from_slice(&[0; 64]);
+        std::fs::write(&path, &bytes).unwrap();
+        let err = Capture::open(&path).unwrap_err().to_string();
+        assert!(err.contains("metadata of 4294967303 bytes"), "{err}");
+    }
+
+    /// Found by the `dbn_capture` fuzz target (the input is kept as
+    /// `tests/data/zero-symbol-width.dbn`): metadata with a symbol width of 0 and symbol
+    /// mappings decodes, and encoding it for the ring underflowed.
+    #[test]
+    fn zero_symbol_width_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("zero.dbn");
+        let bytes = include_bytes!("../tests/data/zero-symbol-width.dbn");
+        std::fs::write(&path, bytes).unwrap();
+        let err = Capture::open(&path).unwrap_err().to_string();
+        assert!(err.contains("symbol_cstr_len is 0"), "{err}");
     }
 
     #[test]

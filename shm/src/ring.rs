@@ -1081,10 +1081,12 @@ impl<R: Region> RingReader<R> {
             {
                 return ReadError::Corrupt("newest-frame position out of bounds");
             }
-            // A reader is lapped only when the writer is more than a capacity past it, and the
-            // newest frame starts at most half a capacity before the writer's position: it lies
-            // ahead of the reader. Jumping back would re-read or loop.
-            if latest <= self.cursor {
+            // The newest frame never starts before the reader's cursor: the cursor is behind the
+            // tail the reader loaded, and `latest`, loaded after it, names a frame at or after
+            // every frame boundary below that tail. (It may be the cursor's own frame, being
+            // overwritten: the validation below then retries.) Jumping back would re-read or
+            // loop.
+            if latest < self.cursor {
                 return ReadError::Corrupt("newest frame is behind the reader");
             }
             let base = self.data_start + w((latest & self.mask) as usize);

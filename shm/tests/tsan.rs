@@ -7,7 +7,9 @@
 //!
 //! A plain `main` (`harness = false`): no test-harness threads or channels between the checks,
 //! and every thread is joined explicitly, so each happens-before edge is one ThreadSanitizer
-//! sees (a `pthread_join`) even though the standard library itself is not instrumented.
+//! sees (a `pthread_join`) even though the standard library itself is not instrumented. For the
+//! same reason the main thread keeps a reference to every shared region until the joins: the
+//! last `Arc` drop frees after an Acquire fence, which ThreadSanitizer does not model.
 #![cfg(not(loom))]
 
 use std::path::Path;
@@ -112,6 +114,9 @@ fn lapped_reader() {
     const FRAMES: u64 = 20_000;
     // 256 bytes hold a handful of frames: a reader that sleeps is lapped again and again.
     let (mut writer, info) = heap_ring(256, 64, b"", 0).expect("ring");
+    // The last reference is dropped here, after the joins: `Arc`'s drop orders the free with an
+    // Acquire fence, which ThreadSanitizer does not model (it would report the free as a race).
+    let _keep = Arc::clone(writer.region());
     let mut reader = RingReader::new(Arc::clone(writer.region()), info, StartAt::Oldest);
     let r = std::thread::spawn(move || drain(&mut reader, false, true));
     let w = std::thread::spawn(move || write_frames(&mut writer, FRAMES, 0));
@@ -187,8 +192,10 @@ fn page_seqlock() {
                 let reader = tickpipe_shm::PageReader::new(region).expect("attach");
                 let mut out = vec![0u64; WORDS];
                 let (mut ok, mut last) = (0u64, 0u64);
-                // Pairs with the writer thread's Release store once it is done.
-                while !done.load(Ordering::Acquire) {
+                loop {
+                    // Pairs with the writer thread's Release store once it is done: the read
+                    // after seeing it sees the last publish.
+                    let finished = done.load(Ordering::Acquire);
                     match reader.read(&mut out) {
                         Ok(read) => {
                             assert!(out.iter().all(|&w| w == out[0]), "torn page: {out:?}");
@@ -206,6 +213,10 @@ fn page_seqlock() {
                         && let Ok(read) = reader.read(&mut out)
                     {
                         assert!(read.publishes >= 1000, "kill seen before its rollup");
+                    }
+                    if finished {
+                        assert_eq!(last, PUBLISHES, "the last publish was not seen");
+                        break;
                     }
                 }
                 ok
