@@ -453,21 +453,28 @@ mod tests {
         Ok(n)
     }
 
+    /// Writes a synthetic DBN capture of three MBO records (56 bytes each) to `path`; returns
+    /// its bytes and the length of its metadata (where the first record starts).
+    fn three_mbo_records(path: &Path) -> (Vec<u8>, usize) {
+        let cfg = crate::synth::SynthConfig {
+            events: 3,
+            instruments: 1,
+            ..Default::default()
+        };
+        crate::synth::write_capture(&cfg, path).unwrap();
+        let bytes = std::fs::read(path).unwrap();
+        let meta_len = 8 + u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
+        (bytes, meta_len)
+    }
+
     /// A synthetic capture of three one-word-aligned records, cut at every length: only whole
     /// records pass, everything else is an error naming the truncation.
     #[test]
     fn truncation_is_an_error_at_every_cut() {
         let dir = tempfile::tempdir().unwrap();
         let full = dir.path().join("full.dbn");
-        let cfg = crate::synth::SynthConfig {
-            events: 3,
-            instruments: 1,
-            ..Default::default()
-        };
-        crate::synth::write_capture(&cfg, &full).unwrap();
-        let bytes = std::fs::read(&full).unwrap();
+        let (bytes, meta_len) = three_mbo_records(&full);
         assert_eq!(count(&full).unwrap(), 3);
-        let meta_len = 8 + u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
         for cut in meta_len..bytes.len() {
             let p = dir.path().join("cut.dbn");
             std::fs::write(&p, &bytes[..cut]).unwrap();
@@ -494,14 +501,7 @@ mod tests {
     fn misframed_record_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let full = dir.path().join("full.dbn");
-        let cfg = crate::synth::SynthConfig {
-            events: 3,
-            instruments: 1,
-            ..Default::default()
-        };
-        crate::synth::write_capture(&cfg, &full).unwrap();
-        let mut bytes = std::fs::read(&full).unwrap();
-        let meta_len = 8 + u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
+        let (mut bytes, meta_len) = three_mbo_records(&full);
         let fragment = bytes[meta_len..].to_vec();
         for (i, words) in [(1, 13u8), (1, 2), (0, 0)] {
             let at = meta_len + 56 * i;
@@ -535,14 +535,7 @@ mod tests {
     fn record_shorter_than_its_layout_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("short.dbn");
-        let cfg = crate::synth::SynthConfig {
-            events: 3,
-            instruments: 1,
-            ..Default::default()
-        };
-        crate::synth::write_capture(&cfg, &path).unwrap();
-        let mut bytes = std::fs::read(&path).unwrap();
-        let meta_len = 8 + u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
+        let (mut bytes, meta_len) = three_mbo_records(&path);
         bytes[meta_len + 56] = 12;
         std::fs::write(&path, &bytes).unwrap();
         let mut capture = Capture::open(&path).unwrap();
