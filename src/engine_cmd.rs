@@ -330,6 +330,7 @@ pub fn run(opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<RunOutcome> {
     host_report.extend(sig_pages.take());
     host_report.extend(host_out.take().unwrap_or_default());
     crate::host_setup::print("tickpipe run", &host_report);
+    eprintln!("tickpipe run: {}", opts.config.features.reserved_summary());
     let running = match started {
         Ok(r) => r,
         Err(e) => bail!("start-up: {e}"),
@@ -797,6 +798,7 @@ pub fn profile(opts: &ProfileOptions, stop: &Arc<AtomicBool>) -> Result<EngineRe
             )),
             opts.config_name
         );
+        eprintln!("profile: {}", opts.config.features.reserved_summary());
         // A second copy of the scoring model, swapped in and out while the replay runs.
         let swapping = match (opts.swap_every, &opts.config.models.xgboost) {
             (None, _) => None,

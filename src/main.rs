@@ -868,6 +868,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let stop = tickpipe::shutdown::on_signal()?;
             let (mut cfg, mut config_name) = match &config {
                 Some(p) => (EngineConfig::load(p)?, p.display().to_string()),
+                None if input.is_empty() => {
+                    // Generated input: per-instrument state sized for the generator's universe,
+                    // as a deployment sizes it for its symbols (see `reserved_summary`).
+                    let mut cfg = EngineConfig {
+                        models: tickpipe::engine_cmd::shipped_models(),
+                        ..EngineConfig::default()
+                    };
+                    // Orders: 16 times what the generator ever rests on one instrument.
+                    cfg.features.max_instruments =
+                        tickpipe::synth::SynthConfig::default().instruments as usize;
+                    cfg.features.max_orders = 16 * tickpipe::synth::MAX_RESTING_ORDERS;
+                    (
+                        cfg,
+                        "built-in default, sized for the generated instruments".to_string(),
+                    )
+                }
                 None => {
                     let cfg = EngineConfig {
                         models: tickpipe::engine_cmd::shipped_models(),

@@ -438,6 +438,8 @@ const MAX_REF_TICKS: i64 = 4_000_000;
 const TARGET_ORDERS: f64 = 40.0;
 /// Hard cap per side, which bounds memory whatever the dice do.
 const SIDE_CAP: usize = 128;
+/// The most orders resting on one generated instrument at any time (both sides).
+pub const MAX_RESTING_ORDERS: usize = 2 * SIDE_CAP;
 /// Below this many orders a side counts as thin and draws most adds.
 const THIN_SIDE: usize = 4;
 const MAX_DEPTH_TICKS: u64 = 15;

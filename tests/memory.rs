@@ -9,8 +9,8 @@
 //!   must show zero allocations and zero frees on every thread of the process: pipeline
 //!   threads, reporter, monitor, user threads, feeder and this one.
 //! - `tickpipe profile --generate` reports RssAnon over time: after the first steady sample it
-//!   grows by less than a bound, and its peak stays within 64 MiB for a profile sized for the
-//!   generated stream (four instruments).
+//!   grows by less than a bound, and its peak stays within 64 MB with the built-in default,
+//!   which sizes per-instrument state for the generated stream (four instruments).
 //!
 //! `harness = false`: the test harness's own threads would share the tally.
 
@@ -312,29 +312,10 @@ fn steady_state_allocates_nothing_anywhere() {
 }
 
 /// The profile sized for the generated stream (four instruments), with every shipped model.
-fn profile_config(dir: &Path) -> std::path::PathBuf {
-    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/fixtures");
-    let path = dir.join("memory.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "mode = \"shared\"\n\
-             [features]\nmax_instruments = 4\nwindow_capacity = 32768\n\
-             [models]\nsjm = \"{0}/pipeline/sjm\"\nxgboost = \"{0}/pipeline/score.json\"\n\
-             lstm = \"{0}/lstm/lstm_h32.onnx\"\n",
-            models.display()
-        ),
-    )
-    .expect("config");
-    path
-}
-
 fn profile_memory_stays_flat_and_small() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = Command::new(env!("CARGO_BIN_EXE_tickpipe"))
         .args(["profile", "--generate", "300000", "--rss-interval", "100ms"])
-        .arg("--config")
-        .arg(profile_config(dir.path()))
         .arg("--out")
         .arg(dir.path().join("out"))
         .output()
@@ -373,5 +354,17 @@ fn profile_memory_stays_flat_and_small() {
         growth < 1024,
         "RssAnon grew {growth} KiB after warm-up\n{memory}"
     );
-    assert!(peak <= 64 * 1024, "RssAnon peak {peak} KiB\n{memory}");
+    // 64 MB in decimal units, the stricter reading.
+    assert!(
+        peak * 1024 <= 64_000_000,
+        "RssAnon peak {peak} KiB\n{memory}"
+    );
+    // The built-in default sizes its state for the generated instruments and says so, and the
+    // smaller windows still hold every entry of the generated stream.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("per-instrument state for max_instruments = 4:"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("windows: 0 overflowed entries"), "{stdout}");
 }

@@ -183,6 +183,32 @@ impl Default for FeatureSettings {
 }
 
 impl FeatureSettings {
+    /// Bytes the feature stage reserves and touches at start-up, as `(books, feature windows)`,
+    /// for `max_instruments` instruments: nearly all of the engine's resident memory besides
+    /// the models. Both grow linearly with `max_instruments`; the books with `max_orders` and
+    /// `max_levels`, the windows with `window_capacity`.
+    pub fn reserved_bytes(&self) -> (usize, usize) {
+        let cfg = self.engine_config();
+        let windows = crate::features::FeatureState::ring_bytes(self.window_capacity)
+            .saturating_mul(self.max_instruments);
+        (cfg.book.reserved_bytes(), windows)
+    }
+
+    /// One line for start-up reports: what [`FeatureSettings::reserved_bytes`] holds.
+    pub fn reserved_summary(&self) -> String {
+        let (books, windows) = self.reserved_bytes();
+        format!(
+            "per-instrument state for max_instruments = {}: books {} (max_orders {}, max_levels {}), feature windows {} (window_capacity {}), total {}",
+            self.max_instruments,
+            crate::host::bytes(books as u64),
+            self.max_orders,
+            self.max_levels,
+            crate::host::bytes(windows as u64),
+            self.window_capacity,
+            crate::host::bytes(books.saturating_add(windows) as u64),
+        )
+    }
+
     /// The feature stage's configuration.
     pub fn engine_config(&self) -> FeatureEngineConfig {
         FeatureEngineConfig {
