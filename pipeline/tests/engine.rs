@@ -281,7 +281,9 @@ fn slow_lane_conflates_and_never_holds_the_main_path() {
     // Records 1 ms apart: 50 s of exchange time, a one-second bar per instrument and second.
     let n = 50_000u64;
     let step = 1_000_000u64;
-    let work = Duration::from_millis(2);
+    // 20 ms per bar: the lane takes at most ~50 bars a second, so however slowly a loaded host
+    // runs the main path (350 bars within well under 3.5 s), most bars must be conflated.
+    let work = Duration::from_millis(20);
     let mut cfg = config(ThreadingMode::Shared);
     for p in &mut cfg.stages {
         p.idle = IdleStrategy::Yielding;
@@ -324,7 +326,7 @@ fn slow_lane_conflates_and_never_holds_the_main_path() {
     assert_eq!(lane.dropped, 0, "7 instruments fit the table");
     assert_eq!(rep.slow_processed, Some(lane.pushed));
     // The main path never waited for the lane: had inference waited for even one lane message,
-    // its batch would have taken the lane's 1 ms of work.
+    // its batch would have taken the lane's `work`.
     let inference = &rep
         .stages
         .iter()
