@@ -91,7 +91,7 @@ def main():
                         "--out", capture], check=True, stdout=subprocess.DEVNULL)
     page = os.path.join(args.ring_dir, f"tickpipe-ab-{os.getpid()}.page")
     cfg = soak.write_config(args.out, page, True)
-    registry = os.path.join(soak.ROOT, "models", "registry")
+    registry = soak.copy_registry(args.out)
 
     variants = ("quiet", "hostile", "flood")
     results = {v: [] for v in variants}

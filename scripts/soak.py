@@ -29,6 +29,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -69,6 +70,15 @@ def http(addr, method, path, body=None):
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
+
+
+def copy_registry(out):
+    """A private copy of the example registry: promotions rewrite its active-version files,
+    which must not touch the repository's."""
+    registry = os.path.join(out, "registry")
+    shutil.rmtree(registry, ignore_errors=True)
+    shutil.copytree(os.path.join(ROOT, "models", "registry"), registry)
+    return registry
 
 
 def write_config(out, page, models):
@@ -216,7 +226,7 @@ def main():
                         "--out", capture], check=True, stdout=subprocess.DEVNULL)
     page = os.path.join(args.ring_dir, f"tickpipe-soak-{os.getpid()}.page")
     cfg = write_config(args.out, page, not args.no_models)
-    registry = os.path.join(ROOT, "models", "registry")
+    registry = copy_registry(args.out)
 
     failures = []
     rows = []

@@ -311,7 +311,8 @@ fn steady_state_allocates_nothing_anywhere() {
     );
 }
 
-/// The profile sized for the generated stream (four instruments), with every shipped model.
+/// `tickpipe profile --generate` with the built-in default (every shipped model, state sized for
+/// the four generated instruments).
 fn profile_memory_stays_flat_and_small() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = Command::new(env!("CARGO_BIN_EXE_tickpipe"))
@@ -359,8 +360,8 @@ fn profile_memory_stays_flat_and_small() {
         peak * 1024 <= 64_000_000,
         "RssAnon peak {peak} KiB\n{memory}"
     );
-    // The built-in default sizes its state for the generated instruments and says so, and the
-    // smaller windows still hold every entry of the generated stream.
+    // The built-in default sizes its state for the generated instruments and says so, and its
+    // windows hold every entry of these 300,000 events.
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("per-instrument state for max_instruments = 4:"),
