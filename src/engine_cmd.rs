@@ -452,6 +452,8 @@ pub struct ProfileOptions {
     pub swap_every: Option<Duration>,
     /// Resident memory is sampled this often (and once when start-up is done).
     pub rss_interval: Duration,
+    /// The registry the control plane promotes from (with `config.control`).
+    pub registry: PathBuf,
 }
 
 /// The input decoded once into a temporary file of DBN records, as they will be published
@@ -817,6 +819,26 @@ pub fn profile(opts: &ProfileOptions, stop: &Arc<AtomicBool>) -> Result<EngineRe
                 anyhow::bail!("--swap-every needs a scoring model ([models] xgboost)")
             }
         };
+        // The control plane, as `run` serves it, for measuring it beside a known load; its
+        // promotions need the model control, which `--swap-every` already holds.
+        let mut control = match &opts.config.control {
+            None => None,
+            Some(c) => {
+                let health = engine.health().ok_or_else(|| {
+                    anyhow::anyhow!("the control plane needs the health monitor ([health] enabled)")
+                })?;
+                let models = if swapping.is_none() {
+                    engine.model_control()
+                } else {
+                    None
+                };
+                let api = crate::control_api::EngineApi::new(health, models, opts.registry.clone());
+                let h = tickpipe_pipeline::control::ControlServer::start(c, api)
+                    .context("starting the control plane")?;
+                eprintln!("profile: control plane http://{}", h.local_addr());
+                Some(h)
+            }
+        };
         let sampler = RssSampler::start(opts.rss_interval, engine.ingest_stats())?;
         let started = Instant::now();
         let schedule = Schedule::new(&clock, opts.rate);
@@ -871,6 +893,9 @@ pub fn profile(opts: &ProfileOptions, stop: &Arc<AtomicBool>) -> Result<EngineRe
         };
         if feed_stats.interrupted {
             engine.stop();
+        }
+        if let Some(h) = control.take() {
+            h.stop().context("stopping the control plane")?;
         }
         let report = engine.join()?;
         let wall = started.elapsed();

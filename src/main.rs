@@ -199,6 +199,13 @@ enum Command {
         /// Sample resident memory (RssAnon, RssFile, RssShmem) this often.
         #[arg(long, default_value = "1s", value_parser = parse_duration)]
         rss_interval: Duration,
+        /// Serve the HTTP control plane on this address while the replay runs (port 0: any;
+        /// the address is printed). A profile's own `[control]` table serves it too.
+        #[arg(long, value_name = "ADDR")]
+        control: Option<std::net::SocketAddr>,
+        /// Model registry that the control plane promotes from (default models/registry).
+        #[arg(long)]
+        registry: Option<PathBuf>,
     },
     /// Export the feature vectors the engine computes for captures (CSV or Arrow IPC).
     Features {
@@ -856,6 +863,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             no_models,
             swap_every,
             rss_interval,
+            control,
+            registry,
         } => {
             if let Some(dirs) = compare {
                 tickpipe::profile_report::compare(
@@ -903,6 +912,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 cfg.mode = m;
                 cfg.validate()?;
             }
+            if let Some(addr) = control {
+                let c = cfg.control.get_or_insert_with(Default::default);
+                c.bind = addr;
+                c.validate()?;
+            }
             if rss_interval.is_zero() {
                 anyhow::bail!("--rss-interval must be longer than zero");
             }
@@ -926,6 +940,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     ring_capacity,
                     swap_every,
                     rss_interval,
+                    registry: tickpipe::registry_cmd::registry_dir(registry.as_deref()),
                 },
                 &stop,
             )?;

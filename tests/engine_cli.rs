@@ -1,4 +1,5 @@
-//! The engine commands as a user runs them: `profile` (report files, compare, every mode),
+//! The engine commands as a user runs them: `profile` (report files, compare, every mode, its
+//! control plane),
 //! `run` beside a separate `replay` process with `signals tail` reading its output, shutdown by
 //! signal, and configuration errors.
 
@@ -410,4 +411,59 @@ fn profile_swaps_the_scoring_model_while_it_runs() {
         assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
         assert!(text(&out.stderr).contains(want), "{}", text(&out.stderr));
     }
+}
+
+#[test]
+fn profile_serves_the_control_plane_while_it_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut child = bin()
+        .args(["profile", "--generate", "1000000", "--rate", "500000"])
+        .args(["--control", "127.0.0.1:0", "--rss-interval", "1s", "--out"])
+        .arg(&out)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    let addr: std::net::SocketAddr = loop {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+        assert!(n > 0, "profile ended before serving: {log}");
+        log.push_str(&line);
+        if let Some(a) = line.strip_prefix("profile: control plane http://") {
+            break a.trim().parse().unwrap();
+        }
+    };
+    let rest = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut s);
+        s
+    });
+    // While events flow: the rollup, the metrics, and a refusal for bad input.
+    let (code, body) = http(addr, "GET /health HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert!(code == 200 || code == 503, "{code} {body}");
+    let j: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(j["status"].is_string(), "{body}");
+    let (code, metrics) = http(addr, "GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("tickpipe_kill_switch_engaged"),
+        "{metrics}"
+    );
+    let (code, body) = http(addr, "NOT HTTP AT ALL\r\n\r\n");
+    assert_eq!(code, 400, "{body}");
+    let (code, _) = http(
+        addr,
+        "POST /kill-switch HTTP/1.1\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}",
+    );
+    assert_eq!(code, 401, "a POST without a key");
+    let output = wait_output(child, Duration::from_secs(60));
+    let stderr = rest.join().unwrap();
+    assert!(output.status.success(), "{log}{stderr}");
+    assert_eq!(summary(&out).run["events"], "1000000");
+    // The server stopped with the replay.
+    assert!(std::net::TcpStream::connect(addr).is_err());
 }

@@ -4,34 +4,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{bin, run, signal, text, wait_output};
+use common::{bin, http, run, signal, text, wait_output};
 
 const KEY: &str = "test-key-0123456789abcdef";
-
-/// One HTTP/1.1 request; returns the status code and the body.
-fn http(addr: SocketAddr, req: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(req.as_bytes()).unwrap();
-    let mut resp = String::new();
-    let _ = s.read_to_string(&mut resp);
-    let code = resp
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {resp:?}"));
-    let body = resp
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .to_string();
-    (code, body)
-}
 
 fn post(addr: SocketAddr, path: &str, key: Option<&str>, body: &str) -> (u16, String) {
     let key = key

@@ -144,3 +144,23 @@ pub fn generated(dir: &Path, events: u64, seed: u64) -> PathBuf {
     assert!(res.status.success(), "{}", text(&res.stderr));
     out
 }
+
+/// One HTTP/1.1 request; returns the status code and the body.
+pub fn http(addr: std::net::SocketAddr, req: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    std::io::Write::write_all(&mut s, req.as_bytes()).unwrap();
+    let mut resp = String::new();
+    let _ = std::io::Read::read_to_string(&mut s, &mut resp);
+    let code = resp
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {resp:?}"));
+    let body = resp
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    (code, body)
+}
