@@ -73,7 +73,8 @@ def main():
                 took, head = request(addr, a.path)
             except OSError as e:
                 bad += 1
-                print(f"request failed: {e}", file=sys.stderr)
+                if bad <= 3:
+                    print(f"request failed: {e}", file=sys.stderr)
                 continue
             times.append(took)
             parts = head.split(b" ")
