@@ -454,6 +454,8 @@ pub struct ProfileOptions {
     pub rss_interval: Duration,
     /// The registry the control plane promotes from (with `config.control`).
     pub registry: PathBuf,
+    /// Feed the engine over loopback UDP through this receive backend instead of the ring.
+    pub udp: Option<tickpipe_pipeline::udp::UdpBackend>,
 }
 
 /// The input decoded once into a temporary file of DBN records, as they will be published
@@ -668,8 +670,54 @@ impl Schedule {
 /// publish (the feeder itself delayed) counts in the end-to-end latency instead of hiding it:
 /// latency is measured from when the event should have arrived, which is what avoids
 /// coordinated omission.
+/// Where the feeder puts records: the private ring, or datagrams to the engine's UDP source.
+enum FeedSink {
+    Ring(RingWriter<MappedRegion>),
+    Udp(crate::udp_send::UdpSender),
+}
+
+impl FeedSink {
+    fn put(&mut self, rec: &[u8], stamp: u64) -> Result<()> {
+        match self {
+            // Records come from a capture or the generator, all within the ring's max payload.
+            FeedSink::Ring(w) => {
+                let _ = w.publish(rec, stamp);
+                Ok(())
+            }
+            FeedSink::Udp(s) => s.push_stamped(rec, stamp),
+        }
+    }
+
+    /// Before the feeder waits for the next record: nothing held back (a partly filled
+    /// datagram goes out).
+    fn idle(&mut self) -> Result<()> {
+        match self {
+            FeedSink::Ring(_) => Ok(()),
+            FeedSink::Udp(s) => s.flush(),
+        }
+    }
+
+    fn heartbeat(&mut self) {
+        // Over UDP the datagrams themselves show the sender is alive.
+        if let FeedSink::Ring(w) = self {
+            w.heartbeat(mapped::unix_now_ns());
+        }
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        match self {
+            FeedSink::Ring(w) => {
+                w.heartbeat(mapped::unix_now_ns());
+                w.finish();
+                Ok(())
+            }
+            FeedSink::Udp(s) => s.finish().map(|_| ()),
+        }
+    }
+}
+
 fn feed(
-    writer: &mut RingWriter<MappedRegion>,
+    sink: &mut FeedSink,
     recs: &mut SpoolReader,
     schedule: Option<Schedule>,
     clock: &quanta::Clock,
@@ -684,7 +732,7 @@ fn feed(
             Ok(Some(rec)) => rec,
             Ok(None) => break,
             Err(e) => {
-                failure = Some(e);
+                failure = Some(anyhow::Error::from(e).context("reading the input spool back"));
                 break;
             }
         };
@@ -692,6 +740,12 @@ fn feed(
             Some(s) => {
                 let due = s.due(i);
                 let mut now = clock.raw();
+                if now < due
+                    && let Err(e) = sink.idle()
+                {
+                    failure = Some(e);
+                    break;
+                }
                 while now < due {
                     between();
                     std::hint::spin_loop();
@@ -707,21 +761,22 @@ fn feed(
                 stats.interrupted = true;
                 break;
             }
-            writer.heartbeat(mapped::unix_now_ns());
+            sink.heartbeat();
         }
-        // Records come from a capture or the generator, all within the ring's max payload.
-        let _ = writer.publish(rec, stamp);
+        if let Err(e) = sink.put(rec, stamp) {
+            failure = Some(e);
+            break;
+        }
         stats.published += 1;
         if i.is_multiple_of(64) {
             between();
         }
     }
     stats.elapsed = clock.delta(start, clock.raw());
-    writer.heartbeat(mapped::unix_now_ns());
-    writer.finish();
+    let finished = sink.finish();
     match failure {
-        Some(e) => Err(e).context("reading the input spool back"),
-        None => Ok(stats),
+        Some(e) => Err(e),
+        None => finished.map(|()| stats),
     }
 }
 
@@ -739,33 +794,46 @@ pub fn profile(opts: &ProfileOptions, stop: &Arc<AtomicBool>) -> Result<EngineRe
     let sig_path = default_ring_path("profile-signals");
     let host = opts.config.host;
     let mut host_report = crate::host_setup::before_rings(&host)?;
-    let (writer, md_pages) = mapped::create_with_pages(
-        &md_path,
-        &CreateOptions {
-            capacity: opts.ring_capacity.unwrap_or_else(|| {
-                let framed = spool.bytes as usize
-                    + spool.records as usize * tickpipe_shm::layout::frame_len(0);
-                framed.next_power_of_two().clamp(1 << 20, 1 << 30)
-            }),
-            max_payload: MAX_DBN_RECORD,
-            ..CreateOptions::default()
-        },
-        meta,
-        host.hugepages != Want::Off,
-    )
-    .with_context(|| format!("creating ring {}", md_path.display()))?;
-    host_report.extend([crate::host_setup::created_ring_pages(
-        host.hugepages,
-        "market-data ring",
-        &md_pages,
-    )]);
+    let writer = match opts.udp {
+        Some(_) => None,
+        None => {
+            let (writer, md_pages) = mapped::create_with_pages(
+                &md_path,
+                &CreateOptions {
+                    capacity: opts.ring_capacity.unwrap_or_else(|| {
+                        let framed = spool.bytes as usize
+                            + spool.records as usize * tickpipe_shm::layout::frame_len(0);
+                        framed.next_power_of_two().clamp(1 << 20, 1 << 30)
+                    }),
+                    max_payload: MAX_DBN_RECORD,
+                    ..CreateOptions::default()
+                },
+                meta,
+                host.hugepages != Want::Off,
+            )
+            .with_context(|| format!("creating ring {}", md_path.display()))?;
+            host_report.extend([crate::host_setup::created_ring_pages(
+                host.hugepages,
+                "market-data ring",
+                &md_pages,
+            )]);
+            Some(writer)
+        }
+    };
     let cleanup = || {
         let _ = std::fs::remove_file(&md_path);
         let _ = std::fs::remove_file(&sig_path);
     };
     let result = (|| {
-        let reader =
-            mapped::attach_wait(&md_path, AttachOptions::default(), Duration::from_secs(1))?;
+        let clock = quanta::Clock::new();
+        let reader = match writer {
+            Some(_) => Some(mapped::attach_wait(
+                &md_path,
+                AttachOptions::default(),
+                Duration::from_secs(1),
+            )?),
+            None => None,
+        };
         let (signals, sig_pages) = crate::host_setup::create_signal_ring(
             &sig_path,
             opts.config.signal_capacity,
@@ -774,7 +842,7 @@ pub fn profile(opts: &ProfileOptions, stop: &Arc<AtomicBool>) -> Result<EngineRe
         host_report.extend([sig_pages]);
         host_report.extend(crate::host_setup::on_rings(
             &host,
-            Some(&reader),
+            reader.as_ref(),
             None,
             &signals,
         ));
@@ -782,14 +850,51 @@ pub fn profile(opts: &ProfileOptions, stop: &Arc<AtomicBool>) -> Result<EngineRe
             crate::host_setup::print("profile", &host_report);
             return Err(e.into());
         }
-        let clock = quanta::Clock::new();
-        let mut engine = Engine::start(
-            &opts.config,
-            reader,
-            signals,
-            clock.clone(),
-            ThreadHooks::default(),
-        )?;
+        let (mut engine, mut sink) = match (reader, writer) {
+            (Some(reader), Some(writer)) => (
+                Engine::start(
+                    &opts.config,
+                    reader,
+                    signals,
+                    clock.clone(),
+                    ThreadHooks::default(),
+                )?,
+                FeedSink::Ring(writer),
+            ),
+            _ => {
+                // Loopback UDP: the feeder sends datagrams, the engine's UDP source receives.
+                let mut ucfg = tickpipe_pipeline::udp::UdpConfig::new(std::net::SocketAddr::from(
+                    (std::net::Ipv4Addr::LOCALHOST, 0),
+                ));
+                ucfg.backend = opts.udp.unwrap_or_default();
+                ucfg.from_start = true;
+                // The stream ends with end-of-stream datagrams; should the kernel drop them too
+                // (a receive buffer overrun), a second of silence ends it instead.
+                ucfg.idle_timeout = Some(Duration::from_secs(1));
+                let source = tickpipe_pipeline::udp::UdpSource::bind(&ucfg, clock.clone())?;
+                let to = source
+                    .local_addr()
+                    .context("the UDP source has no local address")?;
+                eprintln!(
+                    "profile: market data over loopback UDP to {to}, {}",
+                    source.stats().backend
+                );
+                let sender = crate::udp_send::UdpSender::new(
+                    crate::udp_send::UdpSendOptions::new(to),
+                    clock.clone(),
+                )?;
+                (
+                    Engine::start(
+                        &opts.config,
+                        source,
+                        signals,
+                        clock.clone(),
+                        ThreadHooks::default(),
+                    )?,
+                    FeedSink::Udp(sender),
+                )
+            }
+        };
         host_report.extend(engine.host_outcomes().iter().cloned());
         crate::host_setup::print("profile", &host_report);
         eprintln!(
@@ -842,12 +947,11 @@ pub fn profile(opts: &ProfileOptions, stop: &Arc<AtomicBool>) -> Result<EngineRe
         let sampler = RssSampler::start(opts.rss_interval, engine.ingest_stats())?;
         let started = Instant::now();
         let schedule = Schedule::new(&clock, opts.rate);
-        let mut writer = writer;
         let fed = AtomicBool::new(false);
         let mut control_back = None;
         let feed_stats = if mode == ThreadingMode::Invoker {
             // The caller's thread drives the engine while it waits and every 64 publishes.
-            feed(&mut writer, &mut recs, schedule, &clock, stop, || {
+            feed(&mut sink, &mut recs, schedule, &clock, stop, || {
                 engine.invoke();
             })?
         } else {
@@ -877,7 +981,7 @@ pub fn profile(opts: &ProfileOptions, stop: &Arc<AtomicBool>) -> Result<EngineRe
                         if let Some(core) = feeder_core {
                             tickpipe_pipeline::stage::pin_current("feeder", core)?;
                         }
-                        feed(&mut writer, recs, schedule, &clock, &stop, || {})
+                        feed(&mut sink, recs, schedule, &clock, &stop, || {})
                     })
                     .join()
                     .map_err(|_| anyhow::anyhow!("the feeder thread panicked"));
@@ -897,8 +1001,18 @@ pub fn profile(opts: &ProfileOptions, stop: &Arc<AtomicBool>) -> Result<EngineRe
         if let Some(h) = control.take() {
             h.stop().context("stopping the control plane")?;
         }
-        let report = engine.join()?;
+        let mut report = engine.join()?;
         let wall = started.elapsed();
+        // Over UDP, records whose datagrams never arrived after the last one received leave no
+        // sequence gap behind them: count them against what was sent.
+        let seen = report.ingest.frames + report.ingest.missed;
+        if matches!(sink, FeedSink::Udp(_)) && seen < feed_stats.published {
+            let tail = feed_stats.published - seen;
+            eprintln!(
+                "profile: {tail} records sent over UDP never arrived (the end of the stream was lost)"
+            );
+            report.ingest.missed += tail;
+        }
         let memory = sampler.finish(opts.rss_interval, n);
         if let Some(mut control) = control_back {
             // After the join: every queued update has been applied or will never be.

@@ -206,6 +206,10 @@ enum Command {
         /// Model registry that the control plane promotes from (default models/registry).
         #[arg(long)]
         registry: Option<PathBuf>,
+        /// Feed the engine over loopback UDP datagrams (wire to signal) instead of the ring,
+        /// received through this backend: mio, uring (multishot) or uring-single.
+        #[arg(long, value_name = "BACKEND", num_args = 0..=1, default_missing_value = "mio")]
+        udp: Option<tickpipe::pipeline::udp::UdpBackend>,
     },
     /// Export the feature vectors the engine computes for captures (CSV or Arrow IPC).
     Features {
@@ -865,6 +869,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             rss_interval,
             control,
             registry,
+            udp,
         } => {
             if let Some(dirs) = compare {
                 tickpipe::profile_report::compare(
@@ -941,6 +946,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     swap_every,
                     rss_interval,
                     registry: tickpipe::registry_cmd::registry_dir(registry.as_deref()),
+                    udp,
                 },
                 &stop,
             )?;

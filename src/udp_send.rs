@@ -76,6 +76,8 @@ pub struct UdpSender {
     clock: quanta::Clock,
     seq: u64,
     stats: SendStats,
+    /// The stamp the held datagram goes out with, when its first record came with one.
+    held_stamp: Option<u64>,
 }
 
 impl UdpSender {
@@ -117,6 +119,7 @@ impl UdpSender {
             clock,
             seq: 0,
             stats: SendStats::default(),
+            held_stamp: None,
         })
     }
 
@@ -139,6 +142,23 @@ impl UdpSender {
         Ok(())
     }
 
+    /// As [`UdpSender::push`], and a datagram this record opens carries `stamp` (the sender's
+    /// clock, raw ticks) instead of the clock at sending: a paced sender stamps each datagram
+    /// with its first record's scheduled instant, so that latency counts from when the data was
+    /// due, however late the sender ran.
+    ///
+    /// # Errors
+    /// As [`UdpSender::push`].
+    pub fn push_stamped(&mut self, record: &[u8], stamp: u64) -> Result<()> {
+        if !self.builder.fits(record) {
+            self.flush()?;
+        }
+        if self.builder.is_empty() {
+            self.held_stamp = Some(stamp);
+        }
+        self.push(record)
+    }
+
     /// Sends the held datagram, if any.
     ///
     /// # Errors
@@ -158,7 +178,8 @@ impl UdpSender {
             self.stats.dropped += 1;
             self.stats.dropped_records += u64::from(self.builder.count());
         } else {
-            let (ticks, now) = (self.clock.raw(), tickpipe_shm::mapped::unix_now_ns());
+            let ticks = self.held_stamp.unwrap_or_else(|| self.clock.raw());
+            let now = tickpipe_shm::mapped::unix_now_ns();
             let d = self.builder.finish(seq, ticks, now);
             let n = self
                 .sock
@@ -168,6 +189,7 @@ impl UdpSender {
             self.stats.bytes += n as u64;
         }
         self.builder.clear();
+        self.held_stamp = None;
         Ok(())
     }
 

@@ -368,3 +368,48 @@ fn run_udp_beside_replay_udp() {
         }
     }
 }
+
+#[test]
+fn profile_over_udp_matches_profile_over_the_ring() {
+    // The same generated input through the ring and over loopback UDP (every backend this
+    // kernel has): every event arrives, and the engine publishes the same signals. At full
+    // speed the datagrams go out full (25 records each): the input, 160 datagrams, fits even a
+    // default-sized socket receive buffer, so a slow engine loses nothing either.
+    let tmp = tempfile::tempdir().unwrap();
+    let profile = |name: &str, extra: &[&str]| {
+        let out = tmp.path().join(name);
+        let o = run(&[
+            &[
+                "profile",
+                "--generate",
+                "4000",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            extra,
+        ]
+        .concat());
+        (o, out)
+    };
+    let (o, ring_out) = profile("ring", &[]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let ring = tickpipe::profile_report::load_summary(&ring_out).unwrap();
+    for backend in ["mio", "uring", "uring-single"] {
+        let (o, out) = profile(backend, &["--udp", backend]);
+        let err = text(&o.stderr);
+        if err.contains("io_uring") && !o.status.success() {
+            eprintln!("SKIPPED: profile --udp {backend}: {err}");
+            continue;
+        }
+        assert!(o.status.success(), "profile --udp {backend}: {err}");
+        assert!(err.contains("market data over loopback UDP"), "{err}");
+        let stdout = text(&o.stdout);
+        assert!(
+            stdout.contains("ingest: 4000 frames, 0 laps (0 frames missed)"),
+            "{stdout}"
+        );
+        let udp = tickpipe::profile_report::load_summary(&out).unwrap();
+        assert_eq!(udp.run["signals"], ring.run["signals"], "{backend}");
+        assert_eq!(udp.run["events"], "4000");
+    }
+}
