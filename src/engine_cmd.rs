@@ -173,6 +173,36 @@ pub fn print_counters(out: &mut impl Write, report: &EngineReport) -> std::io::R
             f.bars, f.forecasts, f.refused, f.no_slot
         )?;
     }
+    if let Some(s) = &report.shadow
+        && let Some(kind) = s.kind
+    {
+        match kind {
+            tickpipe_pipeline::shadow::CandidateKind::Scoring => writeln!(
+                out,
+                "shadow: scoring candidate v{}: {} vectors seen, {} compared ({} without a live                  score); |candidate - live| p50 {:e} p99 {:e} max {:e}; candidate p50 {} ns,                  p99.9 {} ns per vector",
+                s.version,
+                s.seen,
+                s.compared,
+                s.no_live,
+                s.diff_p50,
+                s.diff_p99,
+                s.diff_max,
+                s.latency_ns[0],
+                s.latency_ns[2]
+            )?,
+            tickpipe_pipeline::shadow::CandidateKind::Regime => writeln!(
+                out,
+                "shadow: regime candidate v{}: {} vectors seen, {} compared; labels agree on                  {:.4}, stable regimes on {:.4}; candidate p50 {} ns, p99.9 {} ns per vector",
+                s.version,
+                s.seen,
+                s.compared,
+                s.agreement(),
+                s.stable_agreement(),
+                s.latency_ns[0],
+                s.latency_ns[2]
+            )?,
+        }
+    }
     writeln!(out, "signals published: {}", report.signals)?;
     for (name, d) in &report.threads {
         if d.cycles > 0 {
@@ -937,7 +967,8 @@ pub fn profile(opts: &ProfileOptions, stop: &Arc<AtomicBool>) -> Result<EngineRe
                 } else {
                     None
                 };
-                let api = crate::control_api::EngineApi::new(health, models, opts.registry.clone());
+                let api = crate::control_api::EngineApi::new(health, models, opts.registry.clone())
+                    .with_shadow(engine.shadow_control());
                 let h = tickpipe_pipeline::control::ControlServer::start(c, api)
                     .context("starting the control plane")?;
                 eprintln!("profile: control plane http://{}", h.local_addr());

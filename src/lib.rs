@@ -19,6 +19,7 @@ pub use tickpipe_pipeline::{Engine, EngineConfig, EngineReport};
 
 pub mod capture;
 pub mod control_api;
+pub mod control_client;
 pub mod demo;
 pub mod engine_cmd;
 pub mod features_cmd;

@@ -349,15 +349,40 @@ enum ModelsCommand {
         #[arg(long, default_value = tickpipe::registry_cmd::DEFAULT_REGISTRY)]
         registry: PathBuf,
     },
-    /// Validate a version and make it the active one.
+    /// Validate a version and make it the active one; with --control, in a running engine too
+    /// (through its control plane: validated there, behind its shadow gate, then swapped in).
     Promote {
         /// Model name.
         name: String,
         /// Version.
         version: String,
-        /// Registry directory.
+        /// Registry directory (ignored with --control: the engine promotes from its own).
         #[arg(long, default_value = tickpipe::registry_cmd::DEFAULT_REGISTRY)]
         registry: PathBuf,
+        /// A running engine's control plane (`tickpipe run`'s `[control] bind`).
+        #[arg(long)]
+        control: Option<std::net::SocketAddr>,
+        /// Environment variable holding the API key for --control.
+        #[arg(long, default_value = tickpipe::control_client::DEFAULT_KEY_ENV)]
+        key_env: String,
+    },
+    /// Shadow a candidate version beside the live model in a running engine, stop it, or (with
+    /// no name) print the running candidate's measurements and the promotion gate's verdict.
+    Shadow {
+        /// Model name (omit to print the report).
+        name: Option<String>,
+        /// Version to shadow.
+        #[arg(conflicts_with = "stop")]
+        version: Option<String>,
+        /// Stop the running shadow of NAME.
+        #[arg(long, requires = "name")]
+        stop: bool,
+        /// The engine's control plane (`tickpipe run`'s `[control] bind`).
+        #[arg(long)]
+        control: std::net::SocketAddr,
+        /// Environment variable holding the API key.
+        #[arg(long, default_value = tickpipe::control_client::DEFAULT_KEY_ENV)]
+        key_env: String,
     },
     /// Validate the previous version and make it active again.
     Rollback {
@@ -659,12 +684,55 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     name,
                     version,
                     registry,
+                    control,
+                    key_env,
                 },
         } => {
-            println!(
-                "{}",
-                tickpipe::registry_cmd::promote(&registry, &name, &version)?
-            );
+            match control {
+                Some(addr) => {
+                    let client = tickpipe::control_client::ControlClient::new(addr, &key_env);
+                    let body = serde_json::json!({ "version": version }).to_string();
+                    println!(
+                        "{}",
+                        client.post(&format!("/models/{name}/promote"), &body, &key_env)?
+                    );
+                }
+                None => println!(
+                    "{}",
+                    tickpipe::registry_cmd::promote(&registry, &name, &version)?
+                ),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Models {
+            command:
+                ModelsCommand::Shadow {
+                    name,
+                    version,
+                    stop,
+                    control,
+                    key_env,
+                },
+        } => {
+            let client = tickpipe::control_client::ControlClient::new(control, &key_env);
+            let out = match (name, version, stop) {
+                (None, _, _) => client.get("/models/shadow")?,
+                (Some(name), None, true) => client.post(
+                    &format!("/models/{name}/shadow"),
+                    r#"{"action":"stop"}"#,
+                    &key_env,
+                )?,
+                (Some(name), Some(version), false) => client.post(
+                    &format!("/models/{name}/shadow"),
+                    &serde_json::json!({ "version": version }).to_string(),
+                    &key_env,
+                )?,
+                (Some(_), None, false) => {
+                    anyhow::bail!("models shadow NAME needs a VERSION to shadow, or --stop")
+                }
+                (Some(_), Some(_), true) => unreachable!("clap refuses VERSION with --stop"),
+            };
+            println!("{out}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Models {

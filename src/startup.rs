@@ -244,11 +244,10 @@ impl Component for EngineComponent {
         outcomes.extend(engine.host_outcomes().iter().cloned());
         self.host.put(outcomes);
         if let Some(health) = engine.health() {
-            self.api.put(EngineApi::new(
-                health,
-                engine.model_control(),
-                self.registry.clone(),
-            ));
+            self.api.put(
+                EngineApi::new(health, engine.model_control(), self.registry.clone())
+                    .with_shadow(engine.shadow_control()),
+            );
         }
         self.out.put(engine);
         Ok(())

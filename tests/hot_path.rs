@@ -4,7 +4,8 @@
 //!   free) between entering and leaving their duty loops, armed by the engine's `ThreadHooks`,
 //!   over runs that exercise batching, back-pressure, both lossy slow-lane policies, the
 //!   histogram hand-over to the reporter (a 1 ms report interval over hundreds of milliseconds),
-//!   the shipped regime and scoring models, and scoring-model hot swaps every ten bursts.
+//!   the shipped regime and scoring models, scoring-model hot swaps every ten bursts, and a
+//!   shadow candidate on every vector (scoring, then regime, then scoring again).
 //! - No syscall: the binary runs itself again as a child whose stage threads forbid themselves
 //!   every syscall (a seccomp filter) as they enter their duty loops. One syscall on the hot path,
 //!   a futex, an `mmap`, a `clock_gettime` outside the vDSO, a `sched_yield`, kills the child
@@ -27,9 +28,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use tickpipe::models::sjm::SjmModel;
 use tickpipe::models::xgb::XgbModel;
 use tickpipe::pipeline::config::{ModelSettings, Placement, SlowLane};
 use tickpipe::pipeline::sample::{sample_bars, sample_mbo_at};
+use tickpipe::pipeline::shadow::{ShadowControl, ShadowSettings};
 use tickpipe::pipeline::signal::{SIGNAL_LEN, SIGNAL_META, Signal};
 use tickpipe::pipeline::stage::available_cores;
 use tickpipe::pipeline::swap::ModelControl;
@@ -50,8 +53,11 @@ const CONTROL_CHILD: &str = "--syscall-child-control";
 /// The line a child prints when the kernel will not filter syscalls.
 const SKIP: &str = "SKIP:";
 
-/// Stage threads of a run with a slow lane: ingest, features, inference, health, forecast.
-const STAGE_THREADS: usize = 5;
+/// Stage threads of a run with a slow lane: ingest, features, inference, health, forecast and
+/// shadow (a candidate scoring or regime model beside the live ones).
+const STAGE_THREADS: usize = 6;
+/// Stages that record latency histograms (the shadow keeps its own).
+const RECORDED_STAGES: usize = 5;
 /// Records published per burst; between bursts the publisher lets the engine catch up.
 const BURST: u64 = 1_000;
 /// How far ingest may fall behind the publisher, far below what the 8 MiB ring holds (about
@@ -97,6 +103,10 @@ fn config(idle: IdleStrategy, lane: Policy) -> EngineConfig {
             work: LANE_WORK,
         }),
         models: shipped_hot_path_models(),
+        shadow: ShadowSettings {
+            enabled: true,
+            ..ShadowSettings::default()
+        },
         ..EngineConfig::default()
     }
 }
@@ -121,6 +131,10 @@ struct Run {
     /// Swaps the scoring model every few bursts: applying an update is on the hot path too.
     control: ModelControl,
     scoring: XgbModel,
+    /// Runs a scoring candidate, then a regime candidate, then the scoring one again: comparing
+    /// and taking a new candidate are on the shadow stage's loop.
+    shadow: ShadowControl,
+    regime: SjmModel,
     md: RingWriter<Region>,
     signals: RingReader<Region>,
     clock: quanta::Clock,
@@ -139,15 +153,20 @@ impl Run {
         let mut engine =
             Engine::start(cfg, reader, sig, clock.clone(), hooks).expect("engine start");
         let control = engine.model_control().expect("model control");
-        let scoring = XgbModel::load(
-            &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("models/fixtures/pipeline/score.json"),
-        )
-        .expect("shipped scoring model");
+        let shipped =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/fixtures/pipeline");
+        let scoring = XgbModel::load(&shipped.join("score.json")).expect("shipped scoring model");
+        let regime = SjmModel::load(&shipped.join("sjm")).expect("shipped regime model");
+        let mut shadow = engine.shadow_control().expect("shadow control");
+        shadow
+            .start_scoring(scoring.clone(), "score", 2)
+            .expect("a scoring candidate");
         Self {
             engine,
             control,
             scoring,
+            shadow,
+            regime,
             md,
             signals,
             clock,
@@ -174,6 +193,17 @@ impl Run {
                 self.control
                     .swap_scoring(self.scoring.clone(), version)
                     .expect("queue a swap");
+            }
+            match end / BURST % 40 {
+                15 => self
+                    .shadow
+                    .start_regime(self.regime.clone(), "regime", 2)
+                    .expect("a regime candidate"),
+                30 => self
+                    .shadow
+                    .start_scoring(self.scoring.clone(), "score", 3)
+                    .expect("a scoring candidate"),
+                _ => {}
             }
             std::thread::sleep(REPORT_INTERVAL);
             loop {
@@ -289,10 +319,15 @@ fn no_allocation(policy: Policy, n: u64) {
         mut control,
         mut signals,
         mut read,
+        mut shadow,
         ..
     } = run;
     let report = engine.join().expect("engine join");
     drain(&mut signals, &mut read);
+    assert!(
+        shadow.collect() > 0,
+        "replaced candidates came back from the shadow stage"
+    );
     assert!(
         control.applied() >= 5 && control.collect() > 0,
         "model swaps were applied on the armed stage: {}",
@@ -335,7 +370,7 @@ fn no_allocation(policy: Policy, n: u64) {
     );
 }
 
-/// The engine fed over loopback UDP through `backend`, its four stage loops armed: no
+/// The engine fed over loopback UDP through `backend`, its five stage loops armed: no
 /// allocation or free inside them while `n` records arrive, in bursts, every one delivered.
 fn udp_ingest_allocates_nothing(backend: UdpBackend, n: u64) {
     let idle = if available_cores().len() > 4 {
@@ -401,7 +436,8 @@ fn udp_ingest_allocates_nothing(backend: UdpBackend, n: u64) {
         ARMED_LOOPS.load(Ordering::Relaxed),
         DISARMED_LOOPS.load(Ordering::Relaxed),
     );
-    assert_eq!(loops, (4, 4), "udp {backend}: armed/disarmed loops");
+    // The four main-path stages and the (idle) shadow.
+    assert_eq!(loops, (5, 5), "udp {backend}: armed/disarmed loops");
     let udp = stats.counts();
     assert_eq!(
         (udp.records, udp.records_missed, report.signals, read),
@@ -410,7 +446,7 @@ fn udp_ingest_allocates_nothing(backend: UdpBackend, n: u64) {
     );
     println!(
         "hot_path: no allocation: udp {backend} ({}), {idle:?} idle: {n} records -> {read} \
-         signals in {:?}; 4 armed stage loops made 0 allocations and 0 frees",
+         signals in {:?}; 5 armed stage loops made 0 allocations and 0 frees",
         stats.backend, report.elapsed
     );
 }
@@ -451,7 +487,19 @@ fn check_report(report: &EngineReport, n: u64, read: u64) -> tickpipe::pipeline:
             stage.name
         );
     }
-    assert_eq!(report.stages.len(), STAGE_THREADS);
+    assert_eq!(report.stages.len(), RECORDED_STAGES);
+    // The shadow had a candidate from the first vector: each reached it or was counted lost.
+    let link = report
+        .links
+        .iter()
+        .find(|l| l.name == "inference->shadow")
+        .expect("the shadow's link");
+    assert_eq!(link.pushed + link.dropped, n, "{link:?}");
+    let s = report.shadow.expect("the shadow's summary");
+    assert!(
+        s.seen > 0 && s.kind.is_some(),
+        "the last candidate compared: {s:?}"
+    );
     lane
 }
 
@@ -620,7 +668,14 @@ fn syscall_child() -> ! {
         .collect();
     assert_eq!(
         filtered,
-        ["features", "forecast", "health", "inference", "ingest"],
+        [
+            "features",
+            "forecast",
+            "health",
+            "inference",
+            "ingest",
+            "shadow"
+        ],
         "threads under a seccomp filter: {modes:?}"
     );
     println!(

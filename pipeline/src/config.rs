@@ -42,6 +42,15 @@
 //! covariance_regularization = 1e-4
 //! max_regime_distance = 6.0  # RMS z-distance beyond which a vector cannot change the regime
 //!
+//! [shadow]                   # canary lane for a candidate model (see `shadow`)
+//! enabled = true             # build the lane; it works only while a candidate is set
+//! capacity = 4096            # slots of the inference->shadow link (drop-oldest beyond)
+//! overflow = 4096
+//! min_time = "10m"           # promotion gate, each rule optional: time shadowed,
+//! min_vectors = 100000       #   vectors compared,
+//! min_agreement = 0.95       #   regime label agreement,
+//! max_score_diff = 1e-3      #   p99 |candidate - live| of scores
+//!
 //! [health]                   # the monitor (see `health`); all optional
 //! window = "10s"             # sliding window of the rates
 //! tick = "100ms"             # rollup period
@@ -313,6 +322,8 @@ pub struct EngineConfig {
     pub control: Option<crate::control::ControlConfig>,
     /// Memory and scheduling settings applied at start.
     pub host: HostSettings,
+    /// The shadow (canary) lane and the promotion gate.
+    pub shadow: crate::shadow::ShadowSettings,
 }
 
 impl EngineConfig {
@@ -366,6 +377,7 @@ impl Default for EngineConfig {
             health: HealthConfig::default(),
             control: None,
             host: HostSettings::default(),
+            shadow: crate::shadow::ShadowSettings::default(),
         }
     }
 }
@@ -390,6 +402,7 @@ struct RawConfig {
     health: Option<RawHealth>,
     control: Option<crate::control::ControlConfig>,
     host: Option<RawHost>,
+    shadow: Option<crate::shadow::RawShadow>,
 }
 
 #[derive(Deserialize)]
@@ -893,6 +906,10 @@ impl EngineConfig {
                 None => None,
             },
             host: host_settings(raw.host.as_ref())?,
+            shadow: match &raw.shadow {
+                Some(r) => r.settings()?,
+                None => crate::shadow::ShadowSettings::default(),
+            },
         };
         cfg.validate_with(check_cores)?;
         Ok(cfg)
@@ -908,6 +925,7 @@ impl EngineConfig {
 
     fn validate_with(&self, check_cores: bool) -> Result<(), PipelineError> {
         self.health.validate()?;
+        self.shadow.validate()?;
         if self.batch == 0 {
             return Err(err("batch", "must be at least 1"));
         }
@@ -926,7 +944,7 @@ impl EngineConfig {
             }
         }
         if self.mode == ThreadingMode::Dedicated {
-            let active = if self.effective_slow_lane().is_some() {
+            let active = if self.effective_slow_lane().is_some() || self.shadow.enabled {
                 5
             } else {
                 4

@@ -3,8 +3,9 @@
 //!
 //! ```text
 //! md ring ─► [ingest] ─► [features] ─► [inference] ─► [health] ─► signal ring
-//!                            │ bars            ▲ forecasts
-//!                            └─(conflate)─► [forecast] ─(conflate)┘
+//!                            │ bars            ▲ forecasts  │ scored vectors, while a
+//!                            └─(conflate)─► [forecast] ─(conflate)┘ candidate is set
+//!                                                           └─(drop-oldest)─► [shadow]
 //! every stage ──histogram sets over SPSC──► [reporter]
 //! ```
 
@@ -56,6 +57,8 @@ pub struct Engine {
     inference: Arc<ModelStats<InferenceCounts>>,
     forecast: Option<Arc<ModelStats<ForecastCounts>>>,
     model_control: Option<crate::swap::ModelControl>,
+    shadow_control: Option<crate::shadow::ShadowControl>,
+    shadow: Option<Arc<ModelStats<crate::shadow::ShadowSummary>>>,
     published: Arc<AtomicU64>,
     slow_processed: Option<Arc<AtomicU64>>,
     sink: LatencySink,
@@ -102,6 +105,8 @@ pub struct EngineReport {
     pub clock: quanta::Clock,
     /// The health monitor's last rollup (with the monitor enabled).
     pub health: Option<HealthSnapshot>,
+    /// The shadow stage's last measurements (with the shadow lane enabled).
+    pub shadow: Option<crate::shadow::ShadowSummary>,
 }
 
 impl EngineReport {
@@ -245,6 +250,34 @@ impl Engine {
             }
             None => (None, None, None, None),
         };
+        let mut shadow_stats = None;
+        let (shadow_tap, shadow_stage, shadow_control) = if cfg.shadow.enabled {
+            let (tx, rx, stats) = link::<Tick>(
+                "inference->shadow",
+                cfg.shadow.capacity,
+                Policy::DropOldest,
+                cfg.shadow.overflow,
+            )?;
+            links.push(stats);
+            let (control, port, tap) = crate::shadow::shadow_channel(
+                &cfg.shadow,
+                cfg.models.stability,
+                max_instruments,
+                tx,
+            );
+            let stats = Arc::new(ModelStats::default());
+            shadow_stats = Some(stats.clone());
+            let stage = crate::shadow::ShadowStage::new(
+                rx,
+                port,
+                crate::shadow::ShadowEngine::new(max_instruments, cfg.features.time_source)?,
+                clock.clone(),
+                stats,
+            );
+            (Some(tap), Some(stage), Some(control))
+        } else {
+            (None, None, None)
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let ingest_stats = Arc::new(IngestStats::default());
         let published = Arc::new(AtomicU64::new(0));
@@ -276,21 +309,28 @@ impl Engine {
             ),
             (
                 2,
-                Box::new(InferenceStage::new(
-                    inference_rx,
-                    inference_tx,
-                    forecast_rx,
-                    Some(swap_port),
-                    inference_engine,
-                    cfg.batch,
-                    clock.clone(),
-                    reporter.recorder("inference", interval)?,
-                    inference_stats.clone(),
-                )),
+                Box::new(
+                    InferenceStage::new(
+                        inference_rx,
+                        inference_tx,
+                        forecast_rx,
+                        Some(swap_port),
+                        inference_engine,
+                        cfg.batch,
+                        clock.clone(),
+                        reporter.recorder("inference", interval)?,
+                        inference_stats.clone(),
+                    )
+                    .with_shadow(shadow_tap),
+                ),
             ),
         ];
         if let Some(lane) = lane_stage {
-            stages.push((4, Box::new(lane)));
+            stages.push((SLOW_LANE, Box::new(lane)));
+        }
+        // The shadow runs where the slow lane is placed (on its thread in shared mode).
+        if let Some(shadow) = shadow_stage {
+            stages.push((SLOW_LANE, Box::new(shadow)));
         }
         stages.push((
             3,
@@ -323,6 +363,8 @@ impl Engine {
             inference: inference_stats,
             forecast: forecast_stats,
             model_control: Some(model_control),
+            shadow_control,
+            shadow: shadow_stats,
             published,
             slow_processed,
             sink,
@@ -348,13 +390,13 @@ impl Engine {
                 for (i, stage) in stages {
                     let core = cfg.stages[i].core;
                     // The slow lane never shares a thread with the main path: its work (an ONNX
-                    // Runtime call per bar) would stall every stage on that thread.
+                    // Runtime call per bar, a shadow candidate per vector) would stall every
+                    // stage on that thread. Its stages (forecast, shadow) share one.
                     let slot = match cfg.mode {
-                        ThreadingMode::Shared if i != SLOW_LANE => {
-                            groups.iter().position(|(c, g)| {
-                                *c == core && g.iter().all(|(j, _)| *j != SLOW_LANE)
-                            })
-                        }
+                        ThreadingMode::Shared => groups.iter().position(|(c, g)| {
+                            *c == core
+                                && g.iter().all(|(j, _)| (*j == SLOW_LANE) == (i == SLOW_LANE))
+                        }),
                         _ => None,
                     };
                     match slot {
@@ -551,6 +593,12 @@ impl Engine {
         self.model_control.take()
     }
 
+    /// The shadow lane's control (once; `None` after the first call or without the lane): sets
+    /// candidates, reads their measurements, checks the promotion gate.
+    pub fn shadow_control(&mut self) -> Option<crate::shadow::ShadowControl> {
+        self.shadow_control.take()
+    }
+
     /// Events the feature stage has seen and vectors it has emitted so far.
     pub fn feature_progress(&self) -> (u64, u64) {
         self.features.progress()
@@ -620,6 +668,7 @@ impl Engine {
             elapsed: self.started.elapsed(),
             clock: self.clock.clone(),
             health,
+            shadow: self.shadow.as_ref().and_then(|s| s.last()),
         })
     }
 }

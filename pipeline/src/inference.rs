@@ -73,6 +73,12 @@ impl InstrumentSlots {
         }
     }
 
+    /// Forgets every instrument (no allocation).
+    pub fn clear(&mut self) {
+        self.table.fill(0);
+        self.used = 0;
+    }
+
     /// Instruments with a slot.
     pub fn len(&self) -> usize {
         self.used

@@ -24,6 +24,7 @@ pub mod link;
 pub mod msg;
 pub mod orchestrator;
 pub mod sample;
+pub mod shadow;
 pub mod signal;
 pub mod source;
 pub mod stage;

@@ -542,7 +542,7 @@ impl<C: Copy> ModelStats<C> {
         self.last.lock().ok().and_then(|c| *c)
     }
 
-    fn set(&self, c: C) {
+    pub(crate) fn set(&self, c: C) {
         // Taken once, when the stage finishes.
         if let Ok(mut l) = self.last.lock() {
             *l = Some(c);
@@ -563,6 +563,8 @@ pub struct InferenceStage {
     clock: quanta::Clock,
     rec: LatencyRecorder,
     stats: Arc<ModelStats<InferenceCounts>>,
+    shadow: Option<crate::shadow::ShadowTap>,
+    main_closed: bool,
     done: bool,
 }
 
@@ -598,8 +600,16 @@ impl InferenceStage {
             clock,
             rec,
             stats,
+            shadow: None,
+            main_closed: false,
             done: false,
         }
+    }
+
+    /// Copies every scored batch onto `tap`'s lossy link while a shadow candidate is set.
+    pub fn with_shadow(mut self, tap: Option<crate::shadow::ShadowTap>) -> Self {
+        self.shadow = tap;
+        self
     }
 }
 
@@ -636,13 +646,28 @@ impl Stage for InferenceStage {
             }
             work += n;
         }
+        if let Some(tap) = &mut self.shadow
+            && tap.tx.has_overflow()
+        {
+            work += tap.tx.flush(self.clock.raw());
+        }
         let available = self.input.available();
         if available == 0 {
             if self.input.is_finished() {
+                if !self.main_closed {
+                    self.main_closed = true;
+                    self.out.close();
+                    self.rec.finish();
+                    self.stats.set(self.engine.counts());
+                }
+                // The shadow's link closes once what it holds back has gone in (the shadow
+                // stage drains it; nothing is dropped here without being counted).
+                match &self.shadow {
+                    Some(tap) if tap.tx.has_overflow() => return work,
+                    Some(tap) => tap.tx.close(),
+                    None => {}
+                }
                 self.done = true;
-                self.out.close();
-                self.rec.finish();
-                self.stats.set(self.engine.counts());
             }
             return work;
         }
@@ -659,6 +684,12 @@ impl Stage for InferenceStage {
         }
         let t1 = self.clock.raw();
         self.rec.service(t1.saturating_sub(t0), n);
+        // Relaxed: the control side sets the flag; which batch is copied first does not matter.
+        if let Some(tap) = &mut self.shadow
+            && tap.active.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            tap.tx.send(&mut self.buf[..n], t1);
+        }
         self.out.send(&mut self.buf[..n], t1);
         self.rec.maybe_ship(t1);
         work + n

@@ -265,7 +265,7 @@ impl ModelControl {
 }
 
 /// `v12` or `12` as 12.
-fn numeric_version(v: &str) -> Option<u32> {
+pub(crate) fn numeric_version(v: &str) -> Option<u32> {
     v.strip_prefix('v').unwrap_or(v).parse().ok()
 }
 

@@ -14,6 +14,8 @@
 //! | `GET` | `/health` | [`ControlApi::health`]: 200 when healthy, 503 when not; JSON |
 //! | `GET` | `/metrics` | [`ControlApi::metrics`] followed by the server's own counters (`tickpipe_control_*`); `text/plain; version=0.0.4` |
 //! | `POST` | `/models/{name}/promote` | [`ControlApi::promote`]; the body, when not empty, must be JSON and is passed through |
+//! | `POST` | `/models/{name}/shadow` | [`ControlApi::shadow`]: start or stop a candidate's shadow run; body as for promote |
+//! | `GET` | `/models/shadow` | [`ControlApi::shadow_report`]: the running candidate's measurements; JSON |
 //! | `POST` | `/kill-switch` | [`ControlApi::kill_switch`]; body `{"action":"engage"\|"release","reason":"..."}` |
 //!
 //! A model name is 1 to 128 characters of `A-Z a-z 0-9 . _ -`. The query string is ignored.
@@ -116,6 +118,28 @@ pub trait ControlApi: Send + 'static {
     /// # Errors
     /// Whatever the engine refuses, with the status code it maps to.
     fn promote(&mut self, model: &str, body: &[u8]) -> Result<String, ControlError>;
+
+    /// Starts or stops shadowing `model` with the request's body (JSON, or empty). Returns a
+    /// JSON body. By default: 404, no shadow lane.
+    ///
+    /// # Errors
+    /// Whatever the engine refuses, with the status code it maps to.
+    fn shadow(&mut self, model: &str, body: &[u8]) -> Result<String, ControlError> {
+        let _ = (model, body);
+        Err(ControlError::NotFound(
+            "this engine has no shadow lane".into(),
+        ))
+    }
+
+    /// The running shadow candidate's measurements, as JSON. By default: 404, no shadow lane.
+    ///
+    /// # Errors
+    /// Whatever the engine refuses, with the status code it maps to.
+    fn shadow_report(&mut self) -> Result<String, ControlError> {
+        Err(ControlError::NotFound(
+            "this engine has no shadow lane".into(),
+        ))
+    }
 
     /// Engages (`engage == true`) or releases the kill switch. Returns a JSON body.
     ///

@@ -372,6 +372,8 @@ enum Route<'a> {
     Health,
     Metrics,
     Promote(&'a str),
+    Shadow(&'a str),
+    ShadowReport,
     KillSwitch,
 }
 
@@ -380,11 +382,19 @@ fn route(path: &str) -> Option<Route<'_>> {
         "/health" => Some(Route::Health),
         "/metrics" => Some(Route::Metrics),
         "/kill-switch" => Some(Route::KillSwitch),
-        _ => path
-            .strip_prefix("/models/")
-            .and_then(|rest| rest.strip_suffix("/promote"))
-            .filter(|name| !name.contains('/'))
-            .map(Route::Promote),
+        "/models/shadow" => Some(Route::ShadowReport),
+        _ => {
+            let rest = path.strip_prefix("/models/")?;
+            let (name, action) = rest.rsplit_once('/')?;
+            if name.contains('/') {
+                return None;
+            }
+            match action {
+                "promote" => Some(Route::Promote(name)),
+                "shadow" => Some(Route::Shadow(name)),
+                _ => None,
+            }
+        }
     }
 }
 
@@ -757,8 +767,8 @@ impl<A: ControlApi> Router<A> {
             return Reply::error(404, "no such path");
         };
         let allowed = match route {
-            Route::Health | Route::Metrics => Method::Get,
-            Route::Promote(_) | Route::KillSwitch => Method::Post,
+            Route::Health | Route::Metrics | Route::ShadowReport => Method::Get,
+            Route::Promote(_) | Route::Shadow(_) | Route::KillSwitch => Method::Post,
         };
         if head.method != allowed {
             let allow = if allowed == Method::Get {
@@ -799,7 +809,7 @@ impl<A: ControlApi> Router<A> {
                 }
                 Err(reply) => reply,
             },
-            Route::Promote(name) => {
+            Route::Promote(name) | Route::Shadow(name) => {
                 if !valid_model_name(name) {
                     return Reply::error(400, "bad model name (1 to 128 of A-Z a-z 0-9 . _ -)");
                 }
@@ -808,8 +818,13 @@ impl<A: ControlApi> Router<A> {
                 {
                     return Reply::error(400, &format!("body is not JSON: {e}"));
                 }
-                api_reply(guarded(|| self.api.promote(name, body)))
+                if matches!(route, Route::Shadow(_)) {
+                    api_reply(guarded(|| self.api.shadow(name, body)))
+                } else {
+                    api_reply(guarded(|| self.api.promote(name, body)))
+                }
             }
+            Route::ShadowReport => api_reply(guarded(|| self.api.shadow_report())),
             Route::KillSwitch => {
                 let parsed: KillSwitchBody = match serde_json::from_slice(body) {
                     Ok(b) => b,
@@ -959,6 +974,13 @@ mod tests {
             Some(Route::Promote("xgb-v2"))
         ));
         assert!(route("/models/a/b/promote").is_none());
+        assert!(matches!(
+            route("/models/score/shadow"),
+            Some(Route::Shadow("score"))
+        ));
+        assert!(matches!(route("/models/shadow"), Some(Route::ShadowReport)));
+        assert!(route("/models/score/demote").is_none());
+        assert!(route("/models/a/b/shadow").is_none());
         assert!(route("/health/").is_none());
         assert!(route("/models/x").is_none());
         assert!(valid_model_name("score_v1.2-rc"));
