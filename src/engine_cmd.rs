@@ -179,7 +179,9 @@ pub fn print_counters(out: &mut impl Write, report: &EngineReport) -> std::io::R
         match kind {
             tickpipe_pipeline::shadow::CandidateKind::Scoring => writeln!(
                 out,
-                "shadow: scoring candidate v{}: {} vectors seen, {} compared ({} without a live                  score); |candidate - live| p50 {:e} p99 {:e} max {:e}; candidate p50 {} ns,                  p99.9 {} ns per vector",
+                "shadow: scoring candidate v{}: {} vectors seen, {} compared ({} without a live \
+                 score); |candidate - live| p50 {:.3e} p99 {:.3e} max {:.3e}; candidate p50 {} \
+                 ns, p99.9 {} ns per vector",
                 s.version,
                 s.seen,
                 s.compared,
@@ -192,7 +194,8 @@ pub fn print_counters(out: &mut impl Write, report: &EngineReport) -> std::io::R
             )?,
             tickpipe_pipeline::shadow::CandidateKind::Regime => writeln!(
                 out,
-                "shadow: regime candidate v{}: {} vectors seen, {} compared; labels agree on                  {:.4}, stable regimes on {:.4}; candidate p50 {} ns, p99.9 {} ns per vector",
+                "shadow: regime candidate v{}: {} vectors seen, {} compared; labels agree on \
+                 {:.4}, stable regimes on {:.4}; candidate p50 {} ns, p99.9 {} ns per vector",
                 s.version,
                 s.seen,
                 s.compared,
@@ -480,6 +483,9 @@ pub struct ProfileOptions {
     pub ring_capacity: Option<usize>,
     /// Hot-swap the scoring model this often while the replay runs (threaded modes).
     pub swap_every: Option<Duration>,
+    /// Shadow this candidate from the first event: an XGBoost file or a jump-model directory
+    /// (needs `config.shadow.enabled`).
+    pub shadow: Option<PathBuf>,
     /// Resident memory is sampled this often (and once when start-up is done).
     pub rss_interval: Duration,
     /// The registry the control plane promotes from (with `config.control`).
@@ -952,6 +958,27 @@ pub fn profile(opts: &ProfileOptions, stop: &Arc<AtomicBool>) -> Result<EngineRe
             }
             (Some(_), None) => {
                 anyhow::bail!("--swap-every needs a scoring model ([models] xgboost)")
+            }
+        };
+        // A candidate beside the live models, set before the first event is published.
+        let _shadowing = match &opts.shadow {
+            None => None,
+            Some(path) => {
+                let mut c = engine
+                    .shadow_control()
+                    .context("--shadow needs the shadow lane ([shadow] enabled = true)")?;
+                let started = if path.is_dir() {
+                    let m = tickpipe_models::sjm::SjmModel::load(path)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                    c.start_regime(m, "candidate", 2)
+                } else {
+                    let m = tickpipe_models::xgb::XgbModel::load(path)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                    c.start_scoring(m, "candidate", 2)
+                };
+                started.map_err(|e| anyhow::anyhow!("--shadow {}: {e}", path.display()))?;
+                eprintln!("profile: shadowing {} from the first event", path.display());
+                Some(c)
             }
         };
         // The control plane, as `run` serves it, for measuring it beside a known load; its

@@ -196,6 +196,10 @@ enum Command {
         /// Hot-swap the scoring model this often during the replay (e.g. 10ms).
         #[arg(long, value_parser = parse_duration)]
         swap_every: Option<Duration>,
+        /// Shadow this candidate beside the live models from the first event: an XGBoost file
+        /// (a scoring candidate) or a jump-model directory (a regime candidate).
+        #[arg(long, value_name = "MODEL")]
+        shadow: Option<PathBuf>,
         /// Sample resident memory (RssAnon, RssFile, RssShmem) this often.
         #[arg(long, default_value = "1s", value_parser = parse_duration)]
         rss_interval: Duration,
@@ -934,6 +938,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             no_lstm,
             no_models,
             swap_every,
+            shadow,
             rss_interval,
             control,
             registry,
@@ -985,6 +990,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 cfg.mode = m;
                 cfg.validate()?;
             }
+            if shadow.is_some() {
+                cfg.shadow.enabled = true;
+            }
             if let Some(addr) = control {
                 let c = cfg.control.get_or_insert_with(Default::default);
                 c.bind = addr;
@@ -1012,6 +1020,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     out,
                     ring_capacity,
                     swap_every,
+                    shadow,
                     rss_interval,
                     registry: tickpipe::registry_cmd::registry_dir(registry.as_deref()),
                     udp,

@@ -65,8 +65,16 @@ const DIFF_HIGHEST: u64 = 1_000_000_000_000;
 const LATENCY_HIGHEST: u64 = 1 << 40;
 /// Candidates that may wait in the command ring.
 const COMMAND_SLOTS: usize = 4;
-/// Vectors taken from the link per duty cycle.
+/// Vectors copied from the link at a time.
 const BATCH: usize = 64;
+/// The stage waits until this many vectors are ready (or half its link, or [`MAX_WAIT`] has
+/// passed), then takes them all: few wake-ups, so that on a small host its thread idles (parks)
+/// between them instead of spinning beside the main path.
+const TAKE_AT: usize = 1024;
+/// Longest a vector waits for the stage to take it (unless the link fills first).
+const MAX_WAIT: Duration = Duration::from_millis(1);
+/// Most vectors taken in one duty cycle.
+const MAX_PER_CYCLE: usize = 8192;
 
 /// The `[shadow]` table: the shadow lane and the promotion gate.
 #[derive(Debug, Clone, PartialEq)]
@@ -863,6 +871,9 @@ pub struct ShadowStage {
     buf: Vec<Tick>,
     clock: quanta::Clock,
     every_ticks: u64,
+    wait_ticks: u64,
+    take_at: usize,
+    last_take: u64,
     last_summary: u64,
     dirty: bool,
     done: bool,
@@ -885,9 +896,11 @@ impl ShadowStage {
         clock: quanta::Clock,
         stats: Arc<ModelStats<ShadowSummary>>,
     ) -> Self {
-        let every_ticks = crate::stages::clock_ticks_per_ms(&clock)
-            .saturating_mul(SUMMARY_EVERY.as_micros() as u64)
-            / 1000;
+        let per_ms = crate::stages::clock_ticks_per_ms(&clock);
+        let every_ticks = per_ms.saturating_mul(SUMMARY_EVERY.as_micros() as u64) / 1000;
+        let wait_ticks = per_ms.saturating_mul(MAX_WAIT.as_micros() as u64) / 1000;
+        // A link smaller than the threshold is taken from when half full.
+        let take_at = TAKE_AT.min((input.stats().counts().capacity / 2).max(1));
         Self {
             input,
             port,
@@ -895,6 +908,9 @@ impl ShadowStage {
             buf: vec![Tick::default(); BATCH],
             clock,
             every_ticks,
+            wait_ticks,
+            take_at,
+            last_take: 0,
             last_summary: 0,
             dirty: false,
             done: false,
@@ -936,21 +952,32 @@ impl Stage for ShadowStage {
             self.dirty = true;
             work += 1;
         }
-        let n = self.input.recv(&mut self.buf);
         let mut t0 = self.clock.raw();
-        for t in &self.buf[..n] {
-            self.engine.on_tick(t);
-            let t1 = self.clock.raw();
-            self.engine.record_time(t1.saturating_sub(t0));
-            t0 = t1;
-        }
-        if n > 0 {
+        let ready = self.input.available();
+        let finished = ready == 0 && self.input.is_finished();
+        let due = ready >= self.take_at || t0.wrapping_sub(self.last_take) >= self.wait_ticks;
+        let mut n = 0;
+        if ready > 0 && due {
+            self.last_take = t0;
+            while n < MAX_PER_CYCLE {
+                let got = self.input.recv(&mut self.buf);
+                if got == 0 {
+                    break;
+                }
+                for t in &self.buf[..got] {
+                    self.engine.on_tick(t);
+                    let t1 = self.clock.raw();
+                    self.engine.record_time(t1.saturating_sub(t0));
+                    t0 = t1;
+                }
+                n += got;
+            }
             self.dirty = self.engine.is_active();
         }
         if self.dirty && t0.wrapping_sub(self.last_summary) >= self.every_ticks {
             self.publish(t0);
         }
-        if n == 0 && self.input.is_finished() {
+        if finished {
             self.publish(t0);
             self.stats.set(self.engine.summary(&self.clock));
             self.done = true;
