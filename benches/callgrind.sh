@@ -10,7 +10,8 @@
 # Workloads: `examples/ring_ops.rs` (publish + read of an MBO record on one thread, minus an
 # empty run) and `examples/stage_ops.rs` (books, features, inference, health tally, and a feed
 # handler's publish plus the whole engine in Invoker mode; only the `measure_*` functions are
-# counted, minus a run with zero items).
+# counted, minus a run with zero items) and `models/examples/sjm_ops.rs` (the jump model's online
+# step, K = 3, F = 10, counted the same way).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-}
@@ -23,6 +24,7 @@ tolerance=${TOLERANCE_PCT:-3}
 command -v valgrind >/dev/null || { echo "callgrind.sh: valgrind is not installed" >&2; exit 2; }
 
 cargo build --release --quiet --example ring_ops --example stage_ops
+cargo build --release --quiet -p tickpipe-models --example sjm_ops
 dir=${CARGO_TARGET_DIR:-target}/release/examples
 
 collected() { sed -n 's/.*Collected : //p'; }
@@ -30,6 +32,10 @@ ring() { valgrind --tool=callgrind --callgrind-out-file=/dev/null "$dir/ring_ops
 stage() {
     valgrind --tool=callgrind --callgrind-out-file=/dev/null --toggle-collect='*measure_*' \
         "$dir/stage_ops" "$@" 2>&1 | collected
+}
+sjm() {
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null --toggle-collect='*measure_*' \
+        "$dir/sjm_ops" "$@" 2>&1 | collected
 }
 
 results=()
@@ -48,6 +54,7 @@ for spec in books:100000 features:100000 inference:50000 health:50000 engine:200
     w=${spec%%:*} k=${spec##*:}
     report "stage.$w" "$(stage "$w" "$k")" "$(stage "$w" 0)" "$k"
 done
+report models.sjm_step "$(sjm $n)" "$(sjm 0)" $n
 
 if [ "$mode" = --update ]; then
     {

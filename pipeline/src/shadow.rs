@@ -780,8 +780,9 @@ impl ShadowControl {
         if self.current.is_none() {
             return Ok(None);
         }
-        self.active.store(false, Ordering::Relaxed);
+        // Refused (a full command ring): nothing changes, the candidate keeps running.
         self.send(None)?;
+        self.active.store(false, Ordering::Relaxed);
         self.current = None;
         Ok(last)
     }
