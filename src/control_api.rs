@@ -1,8 +1,10 @@
 //! What `tickpipe run`'s control plane serves: the health monitor's rollup, Prometheus metrics,
 //! model promotion from the registry into the running engine (behind the shadow gate when one is
-//! configured), shadow runs of candidate versions, and the kill switch.
+//! configured), shadow runs of candidate versions, the kill switch, and (with
+//! `--follow-registry`) following the registry's active versions.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use tickpipe_models::registry::{Registry, RegistryError};
@@ -20,6 +22,12 @@ pub struct EngineApi {
     models: Option<ModelControl>,
     shadow: Option<ShadowControl>,
     registry: PathBuf,
+    /// Registry name → the version serving, for the models loaded from the registry.
+    live: BTreeMap<String, String>,
+    /// Swap in whatever the registry makes active (see [`EngineApi::follow_registry`]).
+    follow: bool,
+    /// Per name, the last version the follower could not take and why (logged once).
+    refused: BTreeMap<String, (String, String)>,
 }
 
 impl EngineApi {
@@ -31,7 +39,142 @@ impl EngineApi {
             models,
             shadow: None,
             registry,
+            live: BTreeMap::new(),
+            follow: false,
+            refused: BTreeMap::new(),
         }
+    }
+
+    /// Names the registry versions of the serving models: each model file (or directory)
+    /// under `registry/NAME/VERSION/` is `NAME` at `VERSION`; models from elsewhere have no
+    /// registry identity. Promotions keep the record current.
+    pub fn with_live_models<'a>(mut self, paths: impl IntoIterator<Item = &'a Path>) -> Self {
+        for p in paths {
+            if let Some((name, version)) = registry_identity(&self.registry, p) {
+                self.live.insert(name, version);
+            }
+        }
+        self
+    }
+
+    /// Follows the registry: when a serving model's active version changes there (a `tickpipe
+    /// models promote` or `rollback` against the registry directory), the control thread
+    /// validates that version and swaps it in, behind the shadow gate like any promotion. A
+    /// version it cannot take is logged once and tried again on every tick (the gate may pass
+    /// later).
+    pub fn follow_registry(mut self, follow: bool) -> Self {
+        self.follow = follow;
+        self
+    }
+
+    /// The serving models' registry identities (name → version).
+    pub fn live(&self) -> &BTreeMap<String, String> {
+        &self.live
+    }
+
+    /// One pass of the follower (see [`EngineApi::follow_registry`]).
+    fn follow_once(&mut self) {
+        let Ok(reg) = Registry::open(&self.registry) else {
+            return;
+        };
+        let names: Vec<(String, String)> = self
+            .live
+            .iter()
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect();
+        for (name, serving) in names {
+            let active = match reg.active(&name) {
+                Ok(Some(rec)) => rec.active,
+                Ok(None) => continue,
+                Err(e) => {
+                    self.refuse(&name, "?", &e.to_string());
+                    continue;
+                }
+            };
+            if active == serving {
+                self.refused.remove(&name);
+                continue;
+            }
+            match self.take(&name, &active) {
+                Ok(detail) => {
+                    self.refused.remove(&name);
+                    eprintln!(
+                        "tickpipe run: following the registry: {name} {active} (was {serving}): {detail}"
+                    );
+                }
+                Err(e) => self.refuse(&name, &active, e.message()),
+            }
+        }
+    }
+
+    fn refuse(&mut self, name: &str, version: &str, why: &str) {
+        let entry = (version.to_string(), why.to_string());
+        if self.refused.get(name) != Some(&entry) {
+            eprintln!(
+                "tickpipe run: the registry makes {name} {version} active; not following it: {why}"
+            );
+            self.refused.insert(name.to_string(), entry);
+        }
+    }
+
+    /// Validates `name` `version` (promoting it in the registry too when `promote`), checks the
+    /// shadow gate, swaps it in and ends its shadow run; returns a one-line summary.
+    fn take_with(
+        &mut self,
+        name: &str,
+        version: &str,
+        promote: bool,
+    ) -> Result<(String, serde_json::Value), ControlError> {
+        if self.models.is_none() {
+            return Err(ControlError::Conflict(
+                "this engine takes no model updates".into(),
+            ));
+        }
+        // The gate, before the registry is touched: a refused promotion changes nothing.
+        if let Some(shadow) = &mut self.shadow {
+            shadow
+                .may_promote(name, version)
+                .map_err(|why| ControlError::Conflict(format!("not promoted: {why}")))?;
+        }
+        let validated = self.validated(name, version, promote)?;
+        let control = self
+            .models
+            .as_mut()
+            .ok_or_else(|| ControlError::Conflict("this engine takes no model updates".into()))?;
+        // What earlier swaps replaced is dropped here, on the control thread.
+        control.collect();
+        let summary = format!(
+            "{} {}: {} golden rows within {:e}",
+            validated.manifest.name,
+            validated.manifest.model_version,
+            validated.report.rows,
+            validated.manifest.tolerance
+        );
+        control.swap_validated(validated).map_err(|e| {
+            ControlError::Conflict(if promote {
+                format!("promoted in the registry, not swapped: {e}")
+            } else {
+                format!("not swapped: {e}")
+            })
+        })?;
+        self.live.insert(name.to_string(), version.to_string());
+        // A promoted candidate is live now: its shadow run ends with this report.
+        let mut shadowed = serde_json::Value::Null;
+        if let Some(shadow) = &mut self.shadow
+            && let Some(r) = shadow.report()
+            && r.name == name
+            && r.version == version
+        {
+            shadowed = r.to_json(shadow.gate());
+            shadow
+                .stop()
+                .map_err(|e| ControlError::Internal(format!("swapped; shadow not stopped: {e}")))?;
+        }
+        Ok((summary, shadowed))
+    }
+
+    fn take(&mut self, name: &str, version: &str) -> Result<String, ControlError> {
+        self.take_with(name, version, false).map(|(s, _)| s)
     }
 
     /// Adds the engine's shadow lane: `POST /models/{name}/shadow`, `GET /models/shadow`, and
@@ -107,47 +250,8 @@ impl ControlApi for EngineApi {
         let body: PromoteBody = serde_json::from_slice(body).map_err(|e| {
             ControlError::BadRequest(format!("expected {{\"version\":\"v<N>\"}}: {e}"))
         })?;
-        if self.models.is_none() {
-            return Err(ControlError::Conflict(
-                "this engine takes no model updates".into(),
-            ));
-        }
-        // The gate, before the registry is touched: a refused promotion changes nothing.
-        if let Some(shadow) = &mut self.shadow {
-            shadow
-                .may_promote(model, &body.version)
-                .map_err(|why| ControlError::Conflict(format!("not promoted: {why}")))?;
-        }
-        let validated = self.validated(model, &body.version, true)?;
-        let control = self
-            .models
-            .as_mut()
-            .ok_or_else(|| ControlError::Conflict("this engine takes no model updates".into()))?;
-        // What earlier swaps replaced is dropped here, on the control thread.
-        control.collect();
-        let summary = format!(
-            "{} {}: {} golden rows within {:e}",
-            validated.manifest.name,
-            validated.manifest.model_version,
-            validated.report.rows,
-            validated.manifest.tolerance
-        );
-        control.swap_validated(validated).map_err(|e| {
-            ControlError::Conflict(format!("promoted in the registry, not swapped: {e}"))
-        })?;
+        let (summary, shadowed) = self.take_with(model, &body.version, true)?;
         eprintln!("tickpipe run: promoted {summary}");
-        // A promoted candidate is live now: its shadow run ends with this report.
-        let mut shadowed = serde_json::Value::Null;
-        if let Some(shadow) = &mut self.shadow
-            && let Some(r) = shadow.report()
-            && r.name == model
-            && r.version == body.version
-        {
-            shadowed = r.to_json(shadow.gate());
-            shadow.stop().map_err(|e| {
-                ControlError::Internal(format!("promoted; shadow not stopped: {e}"))
-            })?;
-        }
         Ok(serde_json::json!({
             "promoted": model,
             "version": body.version,
@@ -155,6 +259,12 @@ impl ControlApi for EngineApi {
             "shadow": shadowed,
         })
         .to_string())
+    }
+
+    fn tick(&mut self) {
+        if self.follow {
+            self.follow_once();
+        }
     }
 
     fn shadow(&mut self, model: &str, body: &[u8]) -> Result<String, ControlError> {
@@ -244,5 +354,51 @@ impl ControlApi for EngineApi {
             "status": s.status,
         })
         .to_string())
+    }
+}
+
+/// `NAME` and `VERSION` of a model at `registry/NAME/VERSION/...`, if it is one of that
+/// version's files (its manifest names it as the artifact).
+fn registry_identity(registry: &Path, model: &Path) -> Option<(String, String)> {
+    let root = registry.canonicalize().ok()?;
+    let path = model.canonicalize().ok()?;
+    let rel = path.strip_prefix(&root).ok()?;
+    let mut parts = rel.components().map(|c| c.as_os_str().to_str());
+    let (name, version) = (parts.next()??, parts.next()??);
+    let artifact = parts.next()??;
+    if parts.next().is_some() {
+        return None;
+    }
+    let reg = Registry::open(registry).ok()?;
+    let manifest = reg.manifest(name, version).ok()?;
+    (manifest.artifact == artifact).then(|| (name.to_string(), version.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn models_under_the_registry_have_its_names() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let reg = root.join("models/registry");
+        assert_eq!(
+            registry_identity(&reg, &reg.join("score/v2/binary_logistic_v2.json")),
+            Some(("score".into(), "v2".into()))
+        );
+        assert_eq!(
+            registry_identity(&reg, &reg.join("regime/v1/sjm")),
+            Some(("regime".into(), "v1".into()))
+        );
+        // Not the manifest's artifact, outside the registry, or missing.
+        assert_eq!(
+            registry_identity(&reg, &reg.join("score/v2/goldens.json")),
+            None
+        );
+        assert_eq!(
+            registry_identity(&reg, &root.join("models/fixtures/pipeline/score.json")),
+            None
+        );
+        assert_eq!(registry_identity(&reg, &reg.join("score/v9/x.json")), None);
     }
 }

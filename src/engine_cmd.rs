@@ -239,6 +239,8 @@ pub struct RunOptions {
     pub stale_after: Duration,
     /// Model registry that `POST /models/{name}/promote` promotes from.
     pub registry: PathBuf,
+    /// Follow the registry's active versions (see [`crate::control_api::EngineApi::follow_registry`]).
+    pub follow_registry: bool,
     /// Retries, backoff and timeouts of start-up.
     pub startup: tickpipe_pipeline::orchestrator::RetryPolicy,
 }
@@ -345,6 +347,7 @@ pub fn run(opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<RunOutcome> {
             out: engine_out.clone(),
             api: api.clone(),
             registry: opts.registry.clone(),
+            follow_registry: opts.follow_registry,
         },
         ComponentSpec::new(&[md_name, "signal-ring"]).with_policy(once(opts.startup.timeout)),
     );

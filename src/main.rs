@@ -138,6 +138,11 @@ enum Command {
         /// Model registry that the control plane promotes from (default models/registry).
         #[arg(long)]
         registry: Option<PathBuf>,
+        /// Follow the registry: when the active version of a serving model (one loaded from
+        /// REGISTRY/NAME/VERSION/) changes there, validate it and swap it in, behind the shadow
+        /// gate. Needs the control plane ([control]); its thread checks every 500 ms.
+        #[arg(long)]
+        follow_registry: bool,
         /// Read market data from UDP datagrams on this address (a multicast group is joined)
         /// instead of a ring; `--from-oldest` then counts datagrams before the first received
         /// as lost.
@@ -846,6 +851,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             from_oldest,
             stale_after,
             registry,
+            follow_registry,
             udp,
             udp_backend,
             udp_idle_timeout,
@@ -854,6 +860,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let stop = tickpipe::shutdown::on_signal()?;
             let cfg = EngineConfig::load(&config)?;
+            if follow_registry && cfg.control.is_none() {
+                anyhow::bail!(
+                    "--follow-registry needs the control plane (a [control] table in {})",
+                    config.display()
+                );
+            }
             let udp = udp.map(|addr| tickpipe::pipeline::udp::UdpConfig {
                 backend: udp_backend,
                 interface: udp_interface,
@@ -882,6 +894,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 from_oldest,
                 stale_after,
                 registry: tickpipe::registry_cmd::registry_dir(registry.as_deref()),
+                follow_registry,
                 startup: Default::default(),
             };
             let tickpipe::engine_cmd::RunOutcome { end, report, udp } =

@@ -204,6 +204,8 @@ pub struct EngineComponent {
     pub api: Output<EngineApi>,
     /// Model registry for promotions.
     pub registry: PathBuf,
+    /// Follow the registry's active versions.
+    pub follow_registry: bool,
 }
 
 impl Component for EngineComponent {
@@ -244,10 +246,30 @@ impl Component for EngineComponent {
         outcomes.extend(engine.host_outcomes().iter().cloned());
         self.host.put(outcomes);
         if let Some(health) = engine.health() {
-            self.api.put(
-                EngineApi::new(health, engine.model_control(), self.registry.clone())
-                    .with_shadow(engine.shadow_control()),
-            );
+            let models = &self.config.models;
+            let api = EngineApi::new(health, engine.model_control(), self.registry.clone())
+                .with_shadow(engine.shadow_control())
+                .with_live_models(
+                    [&models.xgboost, &models.sjm]
+                        .into_iter()
+                        .flatten()
+                        .map(PathBuf::as_path),
+                )
+                .follow_registry(self.follow_registry);
+            if self.follow_registry {
+                let live: Vec<String> =
+                    api.live().iter().map(|(n, v)| format!("{n} {v}")).collect();
+                eprintln!(
+                    "tickpipe run: following {} for {}",
+                    self.registry.display(),
+                    if live.is_empty() {
+                        "no model (none is loaded from it)".to_string()
+                    } else {
+                        live.join(", ")
+                    }
+                );
+            }
+            self.api.put(api);
         }
         self.out.put(engine);
         Ok(())

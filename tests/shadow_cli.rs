@@ -400,3 +400,147 @@ fn shadow_then_promote_through_the_gate() {
     let _ = replay.kill();
     let _ = replay.wait();
 }
+
+/// Lines of a child's standard error, as they come.
+fn lines(stderr: std::process::ChildStderr) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for a line containing `want`; returns it (panics with what came before).
+fn wait_for(rx: &std::sync::mpsc::Receiver<String>, want: &str, log: &mut String) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                log.push_str(&line);
+                log.push('\n');
+                if line.contains(want) {
+                    return line;
+                }
+            }
+            Err(_) => panic!("no line with {want:?} within 30 s:\n{log}"),
+        }
+    }
+}
+
+#[test]
+fn run_follows_the_registry_behind_the_gate() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = tmp.path().join("registry");
+    copy_dir(&root.join("models/registry"), &registry);
+    let capture = tmp.path().join("in.dbn.zst");
+    let out = run(&[
+        "gen",
+        "--events",
+        "2000000",
+        "--out",
+        capture.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (md, sig) = (tmp.path().join("md.ring"), tmp.path().join("sig.ring"));
+    let cfg = tmp.path().join("engine.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "mode = \"shared\"\n[stages.ingest]\nidle = \"yielding\"\n[stages.features]\nidle = \"yielding\"\n\
+             [stages.inference]\nidle = \"yielding\"\n[stages.health]\nidle = \"yielding\"\n\
+             [models]\nxgboost = \"{}\"\n\
+             [shadow]\nenabled = true\nmin_vectors = 1000\n\
+             [control]\nbind = \"127.0.0.1:0\"\napi_keys_env = \"TEST_TICKPIPE_KEYS\"\n",
+            registry.join("score/v1/score.json").display()
+        ),
+    )
+    .unwrap();
+    let reg = registry.to_str().unwrap();
+    // Without a control plane there is no thread to follow with: refused before start.
+    let bare = tmp.path().join("bare.toml");
+    std::fs::write(&bare, "mode = \"shared\"\n").unwrap();
+    let o = run(&[
+        "run",
+        "--config",
+        bare.to_str().unwrap(),
+        "--follow-registry",
+        "--registry",
+        reg,
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("--follow-registry needs the control plane"));
+
+    let mut replay = bin()
+        .args(["replay", capture.to_str().unwrap(), "--ring"])
+        .arg(&md)
+        .args(["--speed", "1", "--quiet"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut engine = bin()
+        .args(["run", "--config", cfg.to_str().unwrap(), "--md-ring"])
+        .arg(&md)
+        .arg("--signals")
+        .arg(&sig)
+        .args(["--from-oldest", "--wait", "30", "--follow-registry"])
+        .args(["--registry", reg])
+        .env("TEST_TICKPIPE_KEYS", KEY)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rx = lines(engine.stderr.take().unwrap());
+    let mut log = String::new();
+    let line = wait_for(&rx, "following", &mut log);
+    assert!(line.contains("for score v1"), "{line}");
+    let line = wait_for(&rx, "control plane http://", &mut log);
+    let addr: SocketAddr = line
+        .split("control plane http://")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // The copied registry names v2 active: the engine serves v1, so it tries v2 at once, and
+    // the gate refuses it (nothing has shadowed).
+    let line = wait_for(&rx, "not following it", &mut log);
+    assert!(
+        line.contains("score v2") && line.contains("shadow.required"),
+        "{line}"
+    );
+    // Shadowed long enough, v2 passes the gate and the follower swaps it in.
+    let (code, j) = post(addr, "/models/score/shadow", r#"{"version":"v2"}"#);
+    assert_eq!(code, 200, "{j}");
+    let line = wait_for(&rx, "following the registry: score v2 (was v1)", &mut log);
+    assert!(line.contains("golden rows"), "{line}");
+    assert!(
+        get_shadow(addr)["shadow"].is_null(),
+        "taking the candidate ended its shadow run"
+    );
+    // A rollback in the registry is a version change like any other: behind the gate too.
+    let o = run(&["models", "rollback", "score", "--registry", reg]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let line = wait_for(&rx, "not following it", &mut log);
+    assert!(
+        line.contains("score v1") && line.contains("shadow.required"),
+        "{line}"
+    );
+
+    signal(&engine, "INT");
+    let out = wait_output(engine, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    let _ = replay.kill();
+    let _ = replay.wait();
+}

@@ -100,7 +100,7 @@ use serde::{Deserialize, Deserializer};
 use crate::PipelineError;
 
 pub use auth::{ApiKeys, MAX_KEY_LEN, MIN_KEY_LEN, constant_time_eq};
-pub use server::{ControlHandle, ControlServer, ControlStats, answer_statuses};
+pub use server::{ControlHandle, ControlServer, ControlStats, TICK, answer_statuses};
 
 /// What the embedding engine exposes to the control plane.
 ///
@@ -140,6 +140,11 @@ pub trait ControlApi: Send + 'static {
             "this engine has no shadow lane".into(),
         ))
     }
+
+    /// Called by the server's loop about every [`TICK`] (500 ms), between requests:
+    /// periodic work of the API's own (following a registry, say). Must not block. Default:
+    /// nothing.
+    fn tick(&mut self) {}
 
     /// Engages (`engage == true`) or releases the kill switch. Returns a JSON body.
     ///

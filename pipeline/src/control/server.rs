@@ -26,6 +26,8 @@ const FIRST_CONN: usize = 2;
 const REQUESTS_PER_TURN: usize = 16;
 /// Longest wait in `poll` when no deadline is nearer.
 const MAX_POLL_WAIT: Duration = Duration::from_secs(1);
+/// How often the loop calls [`ControlApi::tick`].
+pub const TICK: Duration = Duration::from_millis(500);
 /// Longest time a closing connection is read and discarded after its answer (so the client
 /// gets the answer rather than a reset), and most bytes discarded.
 const MAX_LINGER: Duration = Duration::from_secs(1);
@@ -211,6 +213,7 @@ impl ControlServer {
             write_timeout: config.write_timeout,
             counters: Arc::clone(&counters),
             stop: Arc::clone(&stop),
+            next_tick: Instant::now() + TICK,
         };
         let join = std::thread::Builder::new()
             .name("control".into())
@@ -333,6 +336,7 @@ struct Server<A> {
     write_timeout: Duration,
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
+    next_tick: Instant,
 }
 
 fn would_block(e: &io::Error) -> bool {
@@ -439,7 +443,13 @@ impl<A: ControlApi> Server<A> {
             if self.again.is_empty() {
                 self.again = pending;
             }
-            self.expire(Instant::now());
+            let now = Instant::now();
+            self.expire(now);
+            if now >= self.next_tick {
+                self.next_tick = now + TICK;
+                // A panicking tick is the API's failure, not the server's.
+                let _ = guarded(|| self.router.api.tick());
+            }
         }
         for idx in 0..self.conns.len() {
             self.close(idx);
@@ -454,7 +464,9 @@ impl<A: ControlApi> Server<A> {
             .map(|c| c.deadline)
             .min()
             .map_or(MAX_POLL_WAIT, |d| d.saturating_duration_since(now));
-        let wait = nearest.min(MAX_POLL_WAIT);
+        let wait = nearest
+            .min(MAX_POLL_WAIT)
+            .min(self.next_tick.saturating_duration_since(now));
         if self.retry_accept {
             wait.min(Duration::from_millis(10))
         } else {
