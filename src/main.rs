@@ -52,6 +52,10 @@ enum Command {
         /// UDP: most bytes in one datagram, header included (1472 fits an Ethernet MTU).
         #[arg(long, default_value_t = 1472, requires = "udp")]
         max_datagram: usize,
+        /// UDP: send from this local address (its interface carries multicast; 127.0.0.1 for
+        /// receivers that joined on loopback).
+        #[arg(long, value_name = "IP", requires = "udp")]
+        udp_interface: Option<std::net::IpAddr>,
         /// UDP, testing: do not send the datagram with this sequence number (repeatable).
         #[arg(long, hide = true, requires = "udp")]
         drop_seq: Vec<u64>,
@@ -542,6 +546,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             udp,
             records_per_datagram,
             max_datagram,
+            udp_interface,
             drop_seq,
             drop_every,
             speed,
@@ -560,6 +565,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     max_datagram,
                     drop_seqs: drop_seq.into_iter().collect(),
                     drop_every,
+                    interface: udp_interface,
                     ..tickpipe::udp_send::UdpSendOptions::new(addr)
                 }),
                 speed,

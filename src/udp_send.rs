@@ -32,6 +32,9 @@ pub struct UdpSendOptions {
     pub end_repeats: u32,
     /// Multicast TTL (hops).
     pub multicast_ttl: u32,
+    /// Local address to send from: its interface carries multicast (e.g. 127.0.0.1 for
+    /// receivers that joined on loopback). Default: any, the kernel's route.
+    pub interface: Option<std::net::IpAddr>,
 }
 
 impl UdpSendOptions {
@@ -46,6 +49,7 @@ impl UdpSendOptions {
             drop_every: None,
             end_repeats: 3,
             multicast_ttl: 1,
+            interface: None,
         }
     }
 }
@@ -102,10 +106,10 @@ impl UdpSender {
         if opts.drop_every == Some(0) {
             bail!("--drop-every must be at least 1");
         }
-        let local: SocketAddr = if opts.addr.is_ipv4() {
-            "0.0.0.0:0".parse()?
-        } else {
-            "[::]:0".parse()?
+        let local: SocketAddr = match opts.interface {
+            Some(ip) => SocketAddr::new(ip, 0),
+            None if opts.addr.is_ipv4() => "0.0.0.0:0".parse()?,
+            None => "[::]:0".parse()?,
         };
         let sock = UdpSocket::bind(local).context("binding the sending UDP socket")?;
         if opts.addr.ip().is_multicast() && opts.addr.is_ipv4() {

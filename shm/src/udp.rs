@@ -34,12 +34,93 @@
 use std::fmt;
 use std::io;
 use std::mem::ManuallyDrop;
-use std::net::UdpSocket;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU16, Ordering};
 
 use io_uring::{IoUring, cqueue, opcode, types};
 use memmap2::{MmapMut, MmapRaw};
+
+/// Binds a UDP socket to `addr` with `SO_REUSEADDR` set before the bind, so that several
+/// receivers on one host (the engine, a recorder, a second engine) can bind the same multicast
+/// group and port and each get every datagram. Close-on-exec, blocking (as `UdpSocket::bind`).
+///
+/// # Errors
+/// The `socket`, `setsockopt` or `bind` call failing.
+pub fn bind_reuse_addr(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let domain = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: socket(2) takes no pointers; the result is checked before use.
+    let fd = unsafe { libc::socket(domain, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a socket just created and owned by no one else; the OwnedFd closes it on
+    // every error path below.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let one: libc::c_int = 1;
+    // SAFETY: the value pointer and length describe `one`, a live c_int on this stack frame;
+    // the fd is open (owned above).
+    let rc = unsafe {
+        libc::setsockopt(
+            owned.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&raw const one).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let rc = match addr {
+        SocketAddr::V4(a) => {
+            let sa = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: the address pointer and length describe `sa`, a live sockaddr_in on this
+            // stack frame; the fd is open.
+            unsafe {
+                libc::bind(
+                    owned.as_raw_fd(),
+                    (&raw const sa).cast(),
+                    size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            }
+        }
+        SocketAddr::V6(a) => {
+            let sa = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: as above, for a sockaddr_in6.
+            unsafe {
+                libc::bind(
+                    owned.as_raw_fd(),
+                    (&raw const sa).cast(),
+                    size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                )
+            }
+        }
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(UdpSocket::from(owned))
+}
 
 /// Sets the socket's receive buffer (`SO_RCVBUF`) and returns the size the kernel granted
 /// (which it doubles for bookkeeping and caps at `net.core.rmem_max`).
@@ -761,6 +842,21 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("power of two"), "{e}");
+    }
+
+    #[test]
+    fn reuse_addr_lets_two_receivers_bind_one_port() {
+        let a = bind_reuse_addr("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = a.local_addr().unwrap().port();
+        let b = bind_reuse_addr(format!("127.0.0.1:{port}").parse().unwrap()).unwrap();
+        assert_eq!(b.local_addr().unwrap().port(), port);
+        // Without the option the second bind is refused: the test is not vacuous.
+        let e = UdpSocket::bind(format!("127.0.0.1:{port}")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+        let v6 = bind_reuse_addr("[::1]:0".parse().unwrap());
+        if let Ok(s) = v6 {
+            assert!(s.local_addr().unwrap().is_ipv6());
+        }
     }
 
     #[test]

@@ -327,7 +327,13 @@ impl std::fmt::Debug for UdpSource {
 fn bind(cfg: &UdpConfig) -> Result<UdpSocket, UdpError> {
     let addr = cfg.addr;
     let err = |what, source| UdpError::Socket { addr, what, source };
-    let sock = UdpSocket::bind(addr).map_err(|e| err("bind", e))?;
+    // A multicast group is shared: other receivers on this host may bind it too.
+    let sock = if addr.ip().is_multicast() {
+        tickpipe_shm::udp::bind_reuse_addr(addr)
+    } else {
+        UdpSocket::bind(addr)
+    }
+    .map_err(|e| err("bind", e))?;
     match addr.ip() {
         IpAddr::V4(group) if group.is_multicast() => sock
             .join_multicast_v4(&group, &cfg.interface.unwrap_or(Ipv4Addr::UNSPECIFIED))
