@@ -36,15 +36,7 @@ fn health_cli(page: &str) -> (Option<i32>, serde_json::Value) {
 #[test]
 fn run_serves_health_and_an_authenticated_kill_switch() {
     let tmp = tempfile::tempdir().unwrap();
-    let capture = tmp.path().join("in.dbn.zst");
-    let out = run(&[
-        "gen",
-        "--events",
-        "2000000",
-        "--out",
-        capture.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let capture = common::generated(tmp.path(), 2_000_000, 1);
     let (md, sig, page) = (
         tmp.path().join("md.ring"),
         tmp.path().join("sig.ring"),
@@ -62,18 +54,7 @@ fn run_serves_health_and_an_authenticated_kill_switch() {
     )
     .unwrap();
     // A replay at the capture's own pace keeps the feed alive for the whole test.
-    let mut replay = bin()
-        .args([
-            "replay",
-            capture.to_str().unwrap(),
-            "--ring",
-            md.to_str().unwrap(),
-        ])
-        .args(["--speed", "1", "--quiet"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut replay = common::spawn_paced_replay(&capture, &md);
     let mut engine = bin()
         .args(["run", "--config", cfg.to_str().unwrap()])
         .args([

@@ -6,9 +6,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -70,7 +70,6 @@ fn compared_at_least(addr: SocketAddr, n: u64) -> serde_json::Value {
 /// (the new version reads other inputs than v1: the engine binds each by name) and registered
 /// as `regime` v2.
 fn retrain_regime(dir: &Path, registry: &Path) {
-    let day = dir.join("day.dbn.zst");
     let ok = |out: std::process::Output| {
         assert!(
             out.status.success(),
@@ -80,15 +79,7 @@ fn retrain_regime(dir: &Path, registry: &Path) {
         );
         text(&out.stdout)
     };
-    ok(run(&[
-        "gen",
-        "--events",
-        "200000",
-        "--seed",
-        "7",
-        "--out",
-        day.to_str().unwrap(),
-    ]));
+    let day = common::generated(dir, 200_000, 7);
     let features = dir.join("day.csv");
     ok(run(&[
         "features",
@@ -151,89 +142,138 @@ fn retrain_regime(dir: &Path, registry: &Path) {
     assert!(v.contains("regime v2"), "{v}");
 }
 
-#[test]
-fn shadow_then_promote_through_the_gate() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let tmp = tempfile::tempdir().unwrap();
-    // Promotions rewrite the registry's active-version files: work on a copy.
-    let registry = tmp.path().join("registry");
-    copy_dir(&root.join("models/registry"), &registry);
-    let active = || {
-        json(&std::fs::read_to_string(registry.join("score/active.json")).unwrap())["active"]
+/// A temporary folder with a private copy of the example registry (promotions rewrite its
+/// active-version files) and a generated capture that a replay at its own pace turns into a
+/// feed lasting the whole test.
+struct Setup {
+    tmp: tempfile::TempDir,
+    registry: PathBuf,
+    capture: PathBuf,
+}
+
+/// The stage idle strategies and control plane every engine here runs with.
+const BASE: &str = "mode = \"shared\"\n[stages.ingest]\nidle = \"yielding\"\n\
+    [stages.features]\nidle = \"yielding\"\n[stages.inference]\nidle = \"yielding\"\n\
+    [stages.health]\nidle = \"yielding\"\n\
+    [control]\nbind = \"127.0.0.1:0\"\napi_keys_env = \"TEST_TICKPIPE_KEYS\"\n";
+
+/// A running `tickpipe run` beside its replay: its control plane, its standard error line by
+/// line, and what it printed so far.
+struct Running {
+    replay: std::process::Child,
+    engine: std::process::Child,
+    addr: SocketAddr,
+    rx: std::sync::mpsc::Receiver<String>,
+    log: String,
+}
+
+impl Setup {
+    fn new() -> Self {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let tmp = tempfile::tempdir().unwrap();
+        let registry = tmp.path().join("registry");
+        copy_dir(&root.join("models/registry"), &registry);
+        let capture = common::generated(tmp.path(), 2_000_000, 1);
+        Self {
+            tmp,
+            registry,
+            capture,
+        }
+    }
+
+    fn active(&self, name: &str) -> String {
+        let path = self.registry.join(name).join("active.json");
+        json(&std::fs::read_to_string(path).unwrap())["active"]
             .as_str()
             .unwrap()
             .to_string()
-    };
-    assert_eq!(active(), "v2");
-    let capture = tmp.path().join("in.dbn.zst");
-    let out = run(&[
-        "gen",
-        "--events",
-        "2000000",
-        "--out",
-        capture.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    retrain_regime(tmp.path(), &registry);
-    let (md, sig) = (tmp.path().join("md.ring"), tmp.path().join("sig.ring"));
-    let cfg = tmp.path().join("engine.toml");
-    // The live scoring model is the registry's v1 artifact.
-    std::fs::write(
-        &cfg,
-        format!(
-            "mode = \"shared\"\n[stages.ingest]\nidle = \"yielding\"\n[stages.features]\nidle = \"yielding\"\n\
-             [stages.inference]\nidle = \"yielding\"\n[stages.health]\nidle = \"yielding\"\n\
-             [models]\nxgboost = \"{}\"\nsjm = \"{}\"\n\
-             [shadow]\nenabled = true\nmin_vectors = 2000\nmax_score_diff = 1e-6\n\
-             [control]\nbind = \"127.0.0.1:0\"\napi_keys_env = \"TEST_TICKPIPE_KEYS\"\n",
-            registry.join("score/v1/score.json").display(),
-            registry.join("regime/v1/sjm").display()
-        ),
-    )
-    .unwrap();
-    let mut replay = bin()
-        .args([
-            "replay",
-            capture.to_str().unwrap(),
-            "--ring",
-            md.to_str().unwrap(),
-        ])
-        .args(["--speed", "1", "--quiet"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut engine = bin()
-        .args(["run", "--config", cfg.to_str().unwrap()])
-        .args([
-            "--md-ring",
-            md.to_str().unwrap(),
-            "--signals",
-            sig.to_str().unwrap(),
-        ])
-        .args(["--from-oldest", "--wait", "30"])
-        .args(["--registry", registry.to_str().unwrap()])
-        .env("TEST_TICKPIPE_KEYS", KEY)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(engine.stderr.take().unwrap());
-    let mut log = String::new();
-    let addr: SocketAddr = loop {
-        let mut line = String::new();
-        assert!(err.read_line(&mut line).unwrap() > 0, "run ended: {log}");
-        log.push_str(&line);
-        if let Some(a) = line.split("control plane http://").nth(1) {
-            break a.split(',').next().unwrap().trim().parse().unwrap();
+    }
+
+    /// Writes `engine.toml`: [`BASE`] and `tables`.
+    fn config(&self, tables: &str) -> PathBuf {
+        let cfg = self.tmp.path().join("engine.toml");
+        std::fs::write(&cfg, format!("{BASE}{tables}")).unwrap();
+        cfg
+    }
+
+    /// Starts the replay and `tickpipe run --config cfg` with `extra` arguments; returns once
+    /// the control plane listens.
+    fn start(&self, cfg: &Path, extra: &[&str]) -> Running {
+        let (md, sig) = (
+            self.tmp.path().join("md.ring"),
+            self.tmp.path().join("sig.ring"),
+        );
+        let replay = common::spawn_paced_replay(&self.capture, &md);
+        let mut engine = bin()
+            .args(["run", "--config", cfg.to_str().unwrap(), "--md-ring"])
+            .arg(&md)
+            .arg("--signals")
+            .arg(&sig)
+            .args(["--from-oldest", "--wait", "30", "--registry"])
+            .arg(&self.registry)
+            .args(extra)
+            .env("TEST_TICKPIPE_KEYS", KEY)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let rx = lines(engine.stderr.take().unwrap());
+        let mut log = String::new();
+        let line = wait_for(&rx, "control plane http://", &mut log);
+        let addr = line
+            .split("control plane http://")
+            .nth(1)
+            .and_then(|a| a.split(',').next())
+            .and_then(|a| a.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        Running {
+            replay,
+            engine,
+            addr,
+            rx,
+            log,
         }
-    };
-    let rest = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
+    }
+}
+
+impl Running {
+    fn wait_for(&mut self, want: &str) -> String {
+        wait_for(&self.rx, want, &mut self.log)
+    }
+
+    /// SIGINT, a drained stop with exit 0; returns everything it printed to standard error and
+    /// its standard output.
+    fn stop(mut self) -> (String, String) {
+        signal(&self.engine, "INT");
+        let out = wait_output(self.engine, Duration::from_secs(30));
+        while let Ok(line) = self.rx.recv_timeout(Duration::from_secs(5)) {
+            self.log.push_str(&line);
+            self.log.push('\n');
+        }
+        assert_eq!(out.status.code(), Some(0), "a drained stop: {}", self.log);
+        let _ = self.replay.kill();
+        let _ = self.replay.wait();
+        (self.log, text(&out.stdout))
+    }
+}
+
+#[test]
+fn shadow_then_promote_through_the_gate() {
+    let setup = Setup::new();
+    let registry = &setup.registry;
+    assert_eq!(setup.active("score"), "v2");
+    retrain_regime(setup.tmp.path(), registry);
+    // The live scoring model is the registry's v1 artifact, the regime model its v1.
+    let cfg = setup.config(&format!(
+        "[models]\nxgboost = \"{}\"\nsjm = \"{}\"\n\
+         [shadow]\nenabled = true\nmin_vectors = 2000\nmax_score_diff = 1e-6\n",
+        registry.join("score/v1/score.json").display(),
+        registry.join("regime/v1/sjm").display()
+    ));
+    let engine = setup.start(&cfg, &[]);
+    let addr = engine.addr;
+    let active = || setup.active("score");
 
     // Nothing shadowing yet: the gate refuses any promotion, and the registry is untouched.
     let j = get_shadow(addr);
@@ -380,25 +420,16 @@ fn shadow_then_promote_through_the_gate() {
     );
     let (code, j) = post(addr, "/models/regime/promote", r#"{"version":"v2"}"#);
     assert_eq!(code, 200, "{j}");
-    assert_eq!(
-        json(&std::fs::read_to_string(registry.join("regime/active.json")).unwrap())["active"],
-        "v2"
-    );
+    assert_eq!(setup.active("regime"), "v2");
 
-    signal(&engine, "INT");
-    let out = wait_output(engine, Duration::from_secs(30));
-    let log = rest.join().unwrap();
-    assert_eq!(out.status.code(), Some(0), "a drained stop: {log}");
+    let (log, report) = engine.stop();
     assert!(log.contains("shadowing score v2"), "{log}");
     assert!(log.contains("promoted score v1"), "{log}");
     assert!(log.contains("promoted regime v2"), "{log}");
-    let report = text(&out.stdout);
     assert!(
         report.contains("link inference->shadow"),
         "the shadow link is in the report: {report}"
     );
-    let _ = replay.kill();
-    let _ = replay.wait();
 }
 
 /// Lines of a child's standard error, as they come.
@@ -435,36 +466,10 @@ fn wait_for(rx: &std::sync::mpsc::Receiver<String>, want: &str, log: &mut String
 
 #[test]
 fn run_follows_the_registry_behind_the_gate() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let tmp = tempfile::tempdir().unwrap();
-    let registry = tmp.path().join("registry");
-    copy_dir(&root.join("models/registry"), &registry);
-    let capture = tmp.path().join("in.dbn.zst");
-    let out = run(&[
-        "gen",
-        "--events",
-        "2000000",
-        "--out",
-        capture.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let (md, sig) = (tmp.path().join("md.ring"), tmp.path().join("sig.ring"));
-    let cfg = tmp.path().join("engine.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "mode = \"shared\"\n[stages.ingest]\nidle = \"yielding\"\n[stages.features]\nidle = \"yielding\"\n\
-             [stages.inference]\nidle = \"yielding\"\n[stages.health]\nidle = \"yielding\"\n\
-             [models]\nxgboost = \"{}\"\n\
-             [shadow]\nenabled = true\nmin_vectors = 1000\n\
-             [control]\nbind = \"127.0.0.1:0\"\napi_keys_env = \"TEST_TICKPIPE_KEYS\"\n",
-            registry.join("score/v1/score.json").display()
-        ),
-    )
-    .unwrap();
-    let reg = registry.to_str().unwrap();
+    let setup = Setup::new();
+    let reg = setup.registry.to_str().unwrap();
     // Without a control plane there is no thread to follow with: refused before start.
-    let bare = tmp.path().join("bare.toml");
+    let bare = setup.tmp.path().join("bare.toml");
     std::fs::write(&bare, "mode = \"shared\"\n").unwrap();
     let o = run(&[
         "run",
@@ -477,45 +482,22 @@ fn run_follows_the_registry_behind_the_gate() {
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o.stderr).contains("--follow-registry needs the control plane"));
 
-    let mut replay = bin()
-        .args(["replay", capture.to_str().unwrap(), "--ring"])
-        .arg(&md)
-        .args(["--speed", "1", "--quiet"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut engine = bin()
-        .args(["run", "--config", cfg.to_str().unwrap(), "--md-ring"])
-        .arg(&md)
-        .arg("--signals")
-        .arg(&sig)
-        .args(["--from-oldest", "--wait", "30", "--follow-registry"])
-        .args(["--registry", reg])
-        .env("TEST_TICKPIPE_KEYS", KEY)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let rx = lines(engine.stderr.take().unwrap());
-    let mut log = String::new();
-    let line = wait_for(&rx, "following", &mut log);
-    assert!(line.contains("for score v1"), "{line}");
-    let line = wait_for(&rx, "control plane http://", &mut log);
-    let addr: SocketAddr = line
-        .split("control plane http://")
-        .nth(1)
-        .unwrap()
-        .split(',')
-        .next()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let cfg = setup.config(&format!(
+        "[models]\nxgboost = \"{}\"\n[shadow]\nenabled = true\nmin_vectors = 1000\n",
+        setup.registry.join("score/v1/score.json").display()
+    ));
+    let mut engine = setup.start(&cfg, &["--follow-registry"]);
+    let addr = engine.addr;
+    assert!(
+        engine
+            .log
+            .contains(&format!("following {reg} for score v1")),
+        "{}",
+        engine.log
+    );
     // The copied registry names v2 active: the engine serves v1, so it tries v2 at once, and
     // the gate refuses it (nothing has shadowed).
-    let line = wait_for(&rx, "not following it", &mut log);
+    let line = engine.wait_for("not following it");
     assert!(
         line.contains("score v2") && line.contains("shadow.required"),
         "{line}"
@@ -523,7 +505,7 @@ fn run_follows_the_registry_behind_the_gate() {
     // Shadowed long enough, v2 passes the gate and the follower swaps it in.
     let (code, j) = post(addr, "/models/score/shadow", r#"{"version":"v2"}"#);
     assert_eq!(code, 200, "{j}");
-    let line = wait_for(&rx, "following the registry: score v2 (was v1)", &mut log);
+    let line = engine.wait_for("following the registry: score v2 (was v1)");
     assert!(line.contains("golden rows"), "{line}");
     assert!(
         get_shadow(addr)["shadow"].is_null(),
@@ -532,15 +514,10 @@ fn run_follows_the_registry_behind_the_gate() {
     // A rollback in the registry is a version change like any other: behind the gate too.
     let o = run(&["models", "rollback", "score", "--registry", reg]);
     assert!(o.status.success(), "{}", text(&o.stderr));
-    let line = wait_for(&rx, "not following it", &mut log);
+    let line = engine.wait_for("not following it");
     assert!(
         line.contains("score v1") && line.contains("shadow.required"),
         "{line}"
     );
-
-    signal(&engine, "INT");
-    let out = wait_output(engine, Duration::from_secs(30));
-    assert_eq!(out.status.code(), Some(0), "{log}");
-    let _ = replay.kill();
-    let _ = replay.wait();
+    engine.stop();
 }

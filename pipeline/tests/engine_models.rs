@@ -2,8 +2,9 @@
 //! inference stage and the slow lane; regimes and scores are deterministic across threading
 //! modes; forecasts come back to the signals; a model that cannot be bound stops the start.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use tickpipe_models::sjm::{SjmFitConfig, SjmModel};
@@ -14,8 +15,8 @@ use tickpipe_pipeline::signal::{MF_INVALID_INPUT, SIGNAL_LEN, SIGNAL_META, Signa
 use tickpipe_pipeline::{
     Engine, EngineConfig, EngineReport, IdleStrategy, PipelineError, ThreadHooks, ThreadingMode,
 };
-use tickpipe_shm::ring::{HeapRegion, content};
-use tickpipe_shm::{ReadError, RingReader, StartAt, heap_ring};
+use tickpipe_shm::ring::content;
+use tickpipe_shm::{RingReader, StartAt, heap_ring};
 
 /// Records 1 ms apart: one-second bars close all along the run.
 const STEP_NS: u64 = 1_000_000;
@@ -69,14 +70,12 @@ fn start(cfg: &EngineConfig) -> Result<Engine, PipelineError> {
 }
 
 fn run(cfg: &EngineConfig, n: u64) -> (Vec<Signal>, EngineReport) {
-    let (mut md, md_info) = heap_ring(16 << 20, 1024, b"DBN", content::DBN).unwrap();
-    let (sig, sig_info) = heap_ring(32 << 20, SIGNAL_LEN, &SIGNAL_META, content::SIGNALS).unwrap();
-    let mut sig_reader: RingReader<Arc<HeapRegion>> =
-        RingReader::new(sig.region().clone(), sig_info, StartAt::Oldest);
-    let reader = RingReader::new(md.region().clone(), md_info, StartAt::Oldest);
-    let clock = quanta::Clock::new();
-    let mut engine =
-        Engine::start(cfg, reader, sig, clock.clone(), ThreadHooks::default()).unwrap();
+    let common::Rig {
+        mut md,
+        mut signals,
+        mut engine,
+        clock,
+    } = common::start(cfg, 16 << 20, 32 << 20);
     for i in 0..n {
         md.publish(&sample_mbo_at(i, STEP_NS), clock.raw()).unwrap();
         if cfg.mode == ThreadingMode::Invoker && i % 5 == 0 {
@@ -86,14 +85,7 @@ fn run(cfg: &EngineConfig, n: u64) -> (Vec<Signal>, EngineReport) {
     md.finish();
     let report = engine.join().unwrap();
     let mut out = Vec::new();
-    let mut buf = [0u8; SIGNAL_LEN];
-    loop {
-        match sig_reader.try_read(&mut buf) {
-            Ok(_) => out.push(Signal::decode(&buf).unwrap()),
-            Err(ReadError::Empty) => break,
-            Err(e) => panic!("signal ring: {e}"),
-        }
-    }
+    common::drain(&mut signals, &mut out);
     (out, report)
 }
 

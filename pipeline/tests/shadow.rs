@@ -1,8 +1,9 @@
 //! Shadow mode: a candidate model beside the live one, on the same vectors, measured and never
 //! in the way. In invoker mode every step is deterministic, so counts are exact.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use tickpipe_models::sjm::SjmModel;
@@ -10,10 +11,8 @@ use tickpipe_models::xgb::XgbModel;
 use tickpipe_pipeline::config::ModelSettings;
 use tickpipe_pipeline::sample::sample_mbo_at;
 use tickpipe_pipeline::shadow::{CandidateKind, ShadowControl, ShadowSettings, ShadowSummary};
-use tickpipe_pipeline::signal::{SIGNAL_LEN, SIGNAL_META};
-use tickpipe_pipeline::{Engine, EngineConfig, EngineReport, ThreadHooks, ThreadingMode};
-use tickpipe_shm::ring::{HeapRegion, content};
-use tickpipe_shm::{ReadError, RingReader, StartAt, heap_ring};
+use tickpipe_pipeline::signal::SIGNAL_LEN;
+use tickpipe_pipeline::{EngineConfig, EngineReport, ThreadingMode};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fixtures")
@@ -66,14 +65,12 @@ fn run_invoking(
     every: u64,
     candidate: impl FnOnce(&mut ShadowControl),
 ) -> (Vec<[u8; SIGNAL_LEN]>, EngineReport, Option<ShadowControl>) {
-    let (mut md, md_info) = heap_ring(64 << 20, 1024, b"DBN", content::DBN).unwrap();
-    let (sig, sig_info) = heap_ring(64 << 20, SIGNAL_LEN, &SIGNAL_META, content::SIGNALS).unwrap();
-    let mut sig_reader: RingReader<Arc<HeapRegion>> =
-        RingReader::new(sig.region().clone(), sig_info, StartAt::Oldest);
-    let reader = RingReader::new(md.region().clone(), md_info, StartAt::Oldest);
-    let clock = quanta::Clock::new();
-    let mut engine =
-        Engine::start(cfg, reader, sig, clock.clone(), ThreadHooks::default()).unwrap();
+    let common::Rig {
+        mut md,
+        signals: mut sig_reader,
+        mut engine,
+        clock,
+    } = common::start(cfg, 64 << 20, 64 << 20);
     let mut control = engine.shadow_control();
     assert_eq!(control.is_some(), cfg.shadow.enabled);
     assert!(engine.shadow_control().is_none(), "one handle per engine");
@@ -81,26 +78,18 @@ fn run_invoking(
         candidate(c);
     }
     let mut out = Vec::new();
-    let mut buf = [0u8; SIGNAL_LEN];
-    let mut drain = |r: &mut RingReader<Arc<HeapRegion>>, out: &mut Vec<[u8; SIGNAL_LEN]>| loop {
-        match r.try_read(&mut buf) {
-            Ok(_) => out.push(buf),
-            Err(ReadError::Empty) => break,
-            Err(e) => panic!("signal ring: {e}"),
-        }
-    };
     for i in 0..n {
         md.publish(&sample_mbo_at(i, STEP_NS), clock.raw()).unwrap();
         if cfg.mode == ThreadingMode::Invoker && every > 0 && i % every == 0 {
             engine.invoke();
         }
         if i % 4096 == 0 {
-            drain(&mut sig_reader, &mut out);
+            common::drain_raw(&mut sig_reader, &mut out);
         }
     }
     md.finish();
     let report = engine.join().unwrap();
-    drain(&mut sig_reader, &mut out);
+    common::drain_raw(&mut sig_reader, &mut out);
     assert_eq!(out.len() as u64, n, "one signal per event");
     assert_eq!(report.main_path_loss(), 0);
     (out, report, control)

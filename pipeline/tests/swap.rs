@@ -3,6 +3,8 @@
 //! order, without gaps or duplicates; each signal names the model versions that made it, and its
 //! score is that version's own prediction on the event's feature vector, bit for bit.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +20,7 @@ use tickpipe_pipeline::signal::{SIGNAL_LEN, SIGNAL_META, Signal};
 use tickpipe_pipeline::swap::SwapError;
 use tickpipe_pipeline::{Engine, EngineConfig, IdleStrategy, ThreadHooks, ThreadingMode};
 use tickpipe_shm::ring::{HeapRegion, content};
-use tickpipe_shm::{ReadError, RingReader, StartAt, heap_ring};
+use tickpipe_shm::{RingReader, StartAt, heap_ring};
 
 fn models() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fixtures")
@@ -63,28 +65,18 @@ fn run(mode: ThreadingMode, n: u64, swaps: u64) -> Vec<Signal> {
     for p in &mut cfg.stages {
         p.idle = IdleStrategy::Yielding;
     }
-    let (mut md, md_info) = heap_ring(128 << 20, 1024, b"DBN", content::DBN).unwrap();
-    let (sig, sig_info) = heap_ring(256 << 20, SIGNAL_LEN, &SIGNAL_META, content::SIGNALS).unwrap();
-    let mut sig_reader: RingReader<Arc<HeapRegion>> =
-        RingReader::new(sig.region().clone(), sig_info, StartAt::Oldest);
-    let reader = RingReader::new(md.region().clone(), md_info, StartAt::Oldest);
-    let clock = quanta::Clock::new();
-    let mut engine =
-        Engine::start(&cfg, reader, sig, clock.clone(), ThreadHooks::default()).unwrap();
+    let common::Rig {
+        mut md,
+        signals: mut sig_reader,
+        mut engine,
+        clock,
+    } = common::start(&cfg, 128 << 20, 256 << 20);
     let mut control = engine.model_control().expect("the control handle");
     assert!(engine.model_control().is_none(), "one handle per engine");
     let (a, b) = scoring_models();
     let regime = SjmModel::load(&shipped.join("sjm")).unwrap();
     let every = n / (swaps + 1);
     let mut signals = Vec::with_capacity(n as usize);
-    let mut buf = [0u8; SIGNAL_LEN];
-    let mut drain = |r: &mut RingReader<Arc<HeapRegion>>, out: &mut Vec<Signal>| loop {
-        match r.try_read(&mut buf) {
-            Ok(_) => out.push(Signal::decode(&buf).unwrap()),
-            Err(ReadError::Empty) => break,
-            Err(e) => panic!("signal ring: {e}"),
-        }
-    };
     let mut sent = 0u64;
     for i in 0..n {
         md.publish(&sample_mbo(i), clock.raw()).unwrap();
@@ -122,12 +114,12 @@ fn run(mode: ThreadingMode, n: u64, swaps: u64) -> Vec<Signal> {
             engine.invoke();
         }
         if i % 4096 == 0 {
-            drain(&mut sig_reader, &mut signals);
+            common::drain(&mut sig_reader, &mut signals);
         }
     }
     md.finish();
     let report = engine.join().unwrap();
-    drain(&mut sig_reader, &mut signals);
+    common::drain(&mut sig_reader, &mut signals);
     assert_eq!(report.main_path_loss(), 0);
     assert_eq!(
         control.applied(),

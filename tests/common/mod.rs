@@ -164,3 +164,18 @@ pub fn http(addr: std::net::SocketAddr, req: &str) -> (u16, String) {
         .to_string();
     (code, body)
 }
+
+/// `tickpipe replay CAPTURE --ring RING --speed 1 --quiet`, output discarded: a feed at the
+/// capture's own pace.
+pub fn spawn_paced_replay(capture: &Path, ring: &Path) -> Child {
+    bin()
+        .arg("replay")
+        .arg(capture)
+        .arg("--ring")
+        .arg(ring)
+        .args(["--speed", "1", "--quiet"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn replay")
+}
