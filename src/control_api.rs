@@ -26,8 +26,10 @@ pub struct EngineApi {
     live: BTreeMap<String, String>,
     /// Swap in whatever the registry makes active (see [`EngineApi::follow_registry`]).
     follow: bool,
-    /// Per name, the last version the follower could not take and why (logged once).
-    refused: BTreeMap<String, (String, String)>,
+    /// Per name, the last version the follower could not take, why (logged once), and whether
+    /// to try it again (a gate refusal may pass later; a version that fails validation will
+    /// not, until the registry changes).
+    refused: BTreeMap<String, (String, String, bool)>,
 }
 
 impl EngineApi {
@@ -60,8 +62,9 @@ impl EngineApi {
     /// Follows the registry: when a serving model's active version changes there (a `tickpipe
     /// models promote` or `rollback` against the registry directory), the control thread
     /// validates that version and swaps it in, behind the shadow gate like any promotion. A
-    /// version it cannot take is logged once and tried again on every tick (the gate may pass
-    /// later).
+    /// version the gate refuses is logged once and tried again on every tick (the gate may pass
+    /// later); one that fails validation is logged once and left alone until the registry names
+    /// another.
     pub fn follow_registry(mut self, follow: bool) -> Self {
         self.follow = follow;
         self
@@ -87,12 +90,17 @@ impl EngineApi {
                 Ok(Some(rec)) => rec.active,
                 Ok(None) => continue,
                 Err(e) => {
-                    self.refuse(&name, "?", &e.to_string());
+                    self.refuse(&name, "?", &e.to_string(), true);
                     continue;
                 }
             };
             if active == serving {
                 self.refused.remove(&name);
+                continue;
+            }
+            if let Some((v, _, false)) = self.refused.get(&name)
+                && *v == active
+            {
                 continue;
             }
             match self.take(&name, &active) {
@@ -102,13 +110,16 @@ impl EngineApi {
                         "tickpipe run: following the registry: {name} {active} (was {serving}): {detail}"
                     );
                 }
-                Err(e) => self.refuse(&name, &active, e.message()),
+                Err(e) => {
+                    let gated = e.message().starts_with(GATE_REFUSAL);
+                    self.refuse(&name, &active, e.message(), gated);
+                }
             }
         }
     }
 
-    fn refuse(&mut self, name: &str, version: &str, why: &str) {
-        let entry = (version.to_string(), why.to_string());
+    fn refuse(&mut self, name: &str, version: &str, why: &str, retry: bool) {
+        let entry = (version.to_string(), why.to_string(), retry);
         if self.refused.get(name) != Some(&entry) {
             eprintln!(
                 "tickpipe run: the registry makes {name} {version} active; not following it: {why}"
@@ -134,7 +145,7 @@ impl EngineApi {
         if let Some(shadow) = &mut self.shadow {
             shadow
                 .may_promote(name, version)
-                .map_err(|why| ControlError::Conflict(format!("not promoted: {why}")))?;
+                .map_err(|why| ControlError::Conflict(format!("{GATE_REFUSAL}{why}")))?;
         }
         let validated = self.validated(name, version, promote)?;
         let control = self
@@ -220,6 +231,13 @@ struct ShadowBody {
     action: Option<String>,
 }
 
+fn no_shadow() -> ControlError {
+    ControlError::NotFound("this engine has no shadow lane ([shadow] enabled = true)".into())
+}
+
+/// How a refusal by the shadow gate begins.
+const GATE_REFUSAL: &str = "not promoted: ";
+
 const SHADOW_SHAPE: &str = r#"expected {"version":"v<N>"} or {"action":"stop"}"#;
 
 fn registry_error(e: RegistryError) -> ControlError {
@@ -271,13 +289,13 @@ impl ControlApi for EngineApi {
         let body: ShadowBody = serde_json::from_slice(body)
             .map_err(|e| ControlError::BadRequest(format!("{SHADOW_SHAPE}: {e}")))?;
         if self.shadow.is_none() {
-            return Err(ControlError::NotFound(
-                "this engine has no shadow lane ([shadow] enabled = true)".into(),
-            ));
+            return Err(no_shadow());
         }
         match (body.version, body.action.as_deref()) {
             (None, Some("stop")) => {
-                let shadow = self.shadow.as_mut().expect("checked above");
+                let Some(shadow) = self.shadow.as_mut() else {
+                    return Err(no_shadow());
+                };
                 match shadow.report() {
                     None => return Err(ControlError::Conflict("no candidate is shadowing".into())),
                     Some(r) if r.name != model => {
@@ -299,7 +317,9 @@ impl ControlApi for EngineApi {
             (Some(version), None | Some("start")) => {
                 let validated = self.validated(model, &version, false)?;
                 let kind = validated.manifest.kind;
-                let shadow = self.shadow.as_mut().expect("checked above");
+                let Some(shadow) = self.shadow.as_mut() else {
+                    return Err(no_shadow());
+                };
                 shadow.start_validated(validated).map_err(|e| match e {
                     tickpipe_pipeline::shadow::ShadowError::Busy => {
                         ControlError::Conflict(e.to_string())
@@ -314,11 +334,7 @@ impl ControlApi for EngineApi {
     }
 
     fn shadow_report(&mut self) -> Result<String, ControlError> {
-        let shadow = self.shadow.as_mut().ok_or_else(|| {
-            ControlError::NotFound(
-                "this engine has no shadow lane ([shadow] enabled = true)".into(),
-            )
-        })?;
+        let shadow = self.shadow.as_mut().ok_or_else(no_shadow)?;
         let gate = shadow.gate().clone();
         let gate_json = serde_json::json!({
             "min_time_s": gate.min_time.map(|d| d.as_secs_f64()),
