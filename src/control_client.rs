@@ -21,6 +21,7 @@ const MAX_ANSWER: u64 = 1 << 20;
 #[derive(Debug, Clone)]
 pub struct ControlClient {
     addr: SocketAddr,
+    key_env: String,
     key: Option<String>,
 }
 
@@ -29,6 +30,7 @@ impl ControlClient {
     pub fn new(addr: SocketAddr, key_env: &str) -> Self {
         Self {
             addr,
+            key_env: key_env.to_string(),
             key: std::env::var(key_env).ok().filter(|k| !k.is_empty()),
         }
     }
@@ -46,9 +48,12 @@ impl ControlClient {
     ///
     /// # Errors
     /// As [`Self::get`], and no key in the environment.
-    pub fn post(&self, path: &str, body: &str, key_env: &str) -> Result<String> {
+    pub fn post(&self, path: &str, body: &str) -> Result<String> {
         if self.key.is_none() {
-            bail!("no API key: set {key_env} to one of the engine's keys");
+            bail!(
+                "no API key: set {} to one of the engine's keys",
+                self.key_env
+            );
         }
         self.request("POST", path, Some(body))
     }

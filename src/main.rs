@@ -709,7 +709,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     let body = serde_json::json!({ "version": version }).to_string();
                     println!(
                         "{}",
-                        client.post(&format!("/models/{name}/promote"), &body, &key_env)?
+                        client.post(&format!("/models/{name}/promote"), &body)?
                     );
                 }
                 None => println!(
@@ -732,20 +732,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let client = tickpipe::control_client::ControlClient::new(control, &key_env);
             let out = match (name, version, stop) {
                 (None, _, _) => client.get("/models/shadow")?,
-                (Some(name), None, true) => client.post(
-                    &format!("/models/{name}/shadow"),
-                    r#"{"action":"stop"}"#,
-                    &key_env,
-                )?,
+                (Some(name), None, true) => {
+                    client.post(&format!("/models/{name}/shadow"), r#"{"action":"stop"}"#)?
+                }
                 (Some(name), Some(version), false) => client.post(
                     &format!("/models/{name}/shadow"),
                     &serde_json::json!({ "version": version }).to_string(),
-                    &key_env,
                 )?,
-                (Some(_), None, false) => {
-                    anyhow::bail!("models shadow NAME needs a VERSION to shadow, or --stop")
+                (Some(_), _, _) => {
+                    anyhow::bail!("models shadow NAME takes a VERSION to shadow, or --stop")
                 }
-                (Some(_), Some(_), true) => unreachable!("clap refuses VERSION with --stop"),
             };
             println!("{out}");
             Ok(ExitCode::SUCCESS)

@@ -294,13 +294,8 @@ impl InferenceEngine {
         };
         if let Some(r) = &mut self.regime {
             t.regime_version = r.version;
-            let x = &mut self.x[..r.cols.len()];
-            for (xi, &c) in x.iter_mut().zip(r.cols.iter()) {
-                *xi = t.values[c];
-            }
-            let step = r.model.step(&mut r.online[slot], x);
             let ts = self.time_source.pick(t.ts_recv, t.ts_event);
-            let stable = r.filters[slot].update(ts, &step, x);
+            let (step, stable) = r.label(slot, &t.values, ts, &mut self.x);
             t.regime = if step.valid { step.label } else { NO_REGIME };
             t.confidence = if step.valid {
                 step.confidence as f32

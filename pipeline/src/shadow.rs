@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use serde::Deserialize;
-use tickpipe_models::registry::{LoadedModel, Validated};
+use tickpipe_models::registry::Validated;
 use tickpipe_models::stability::StabilityConfig;
 
 use crate::PipelineError;
@@ -53,7 +53,7 @@ use crate::link::{LinkStats, Receiver};
 use crate::msg::{MAX_SCORES, NO_REGIME, Tick};
 use crate::stage::Stage;
 use crate::stages::ModelStats;
-use crate::swap::{RegimeModel, ScoringModel, bind_regime, bind_scoring};
+use crate::swap::{BoundModel, bind_regime, bind_scoring, bind_validated};
 
 /// How often the stage publishes its summary while it compares.
 pub const SUMMARY_EVERY: Duration = Duration::from_millis(10);
@@ -85,14 +85,8 @@ pub struct ShadowSettings {
     pub capacity: usize,
     /// Vectors queued beyond the link before the oldest are dropped. Default 4096.
     pub overflow: usize,
-    /// Gate: least time the candidate has shadowed (unset: not checked).
-    pub min_time: Option<Duration>,
-    /// Gate: fewest vectors compared.
-    pub min_vectors: Option<u64>,
-    /// Gate, regime models: least share of compared vectors with equal raw labels, in [0, 1].
-    pub min_agreement: Option<f64>,
-    /// Gate, scoring models: largest p99 of `|candidate − live|`.
-    pub max_score_diff: Option<f64>,
+    /// The promotion gate (every rule unset by default: promotion needs no shadow).
+    pub gate: ShadowGate,
 }
 
 impl Default for ShadowSettings {
@@ -101,10 +95,7 @@ impl Default for ShadowSettings {
             enabled: false,
             capacity: 4096,
             overflow: 4096,
-            min_time: None,
-            min_vectors: None,
-            min_agreement: None,
-            max_score_diff: None,
+            gate: ShadowGate::default(),
         }
     }
 }
@@ -151,25 +142,17 @@ impl RawShadow {
             enabled: self.enabled.unwrap_or(d.enabled),
             capacity: self.capacity.unwrap_or(d.capacity),
             overflow: self.overflow.unwrap_or(d.overflow),
-            min_time,
-            min_vectors: self.min_vectors,
-            min_agreement: self.min_agreement,
-            max_score_diff: self.max_score_diff,
+            gate: ShadowGate {
+                min_time,
+                min_vectors: self.min_vectors,
+                min_agreement: self.min_agreement,
+                max_score_diff: self.max_score_diff,
+            },
         })
     }
 }
 
 impl ShadowSettings {
-    /// The promotion gate these settings describe.
-    pub fn gate(&self) -> ShadowGate {
-        ShadowGate {
-            min_time: self.min_time,
-            min_vectors: self.min_vectors,
-            min_agreement: self.min_agreement,
-            max_score_diff: self.max_score_diff,
-        }
-    }
-
     /// Checks the sizes and the gate's ranges.
     ///
     /// # Errors
@@ -185,13 +168,13 @@ impl ShadowSettings {
         if self.overflow == 0 {
             return Err(PipelineError::config("shadow.overflow", "0 (at least 1)"));
         }
-        if !self.enabled && self.gate().is_set() {
+        if !self.enabled && self.gate.is_set() {
             return Err(PipelineError::config(
                 "shadow.enabled",
                 "false, but a promotion gate is set: the gate needs the shadow lane (enabled = true)",
             ));
         }
-        if let Some(a) = self.min_agreement
+        if let Some(a) = self.gate.min_agreement
             && !(0.0..=1.0).contains(&a)
         {
             return Err(PipelineError::config(
@@ -199,7 +182,7 @@ impl ShadowSettings {
                 format!("{a} (a share in [0, 1])"),
             ));
         }
-        if let Some(d) = self.max_score_diff
+        if let Some(d) = self.gate.max_score_diff
             && !(d.is_finite() && d >= 0.0)
         {
             return Err(PipelineError::config(
@@ -230,28 +213,13 @@ impl CandidateKind {
     }
 }
 
-/// A bound candidate model.
-#[derive(Debug)]
-pub enum Candidate {
-    /// A scoring model.
-    Scoring(ScoringModel),
-    /// A regime model with fresh per-instrument state.
-    Regime(RegimeModel),
-}
+/// A bound candidate model (a scoring or a regime model).
+pub type Candidate = BoundModel;
 
-impl Candidate {
-    fn kind(&self) -> CandidateKind {
-        match self {
-            Candidate::Scoring(_) => CandidateKind::Scoring,
-            Candidate::Regime(_) => CandidateKind::Regime,
-        }
-    }
-
-    fn version(&self) -> u32 {
-        match self {
-            Candidate::Scoring(m) => m.version,
-            Candidate::Regime(m) => m.version,
-        }
+fn kind(c: &Candidate) -> CandidateKind {
+    match c {
+        BoundModel::Scoring(_) => CandidateKind::Scoring,
+        BoundModel::Regime(_) => CandidateKind::Regime,
     }
 }
 
@@ -265,7 +233,7 @@ struct Command {
 }
 
 /// What the shadow stage has measured for the current candidate: a consistent snapshot.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ShadowSummary {
     /// The run this belongs to (each candidate set is a new run).
     pub generation: u64,
@@ -299,28 +267,6 @@ pub struct ShadowSummary {
     pub latency_ns: [u64; 4],
 }
 
-impl Default for ShadowSummary {
-    fn default() -> Self {
-        Self {
-            generation: 0,
-            kind: None,
-            version: 0,
-            seen: 0,
-            compared: 0,
-            no_live: 0,
-            no_slot: 0,
-            agreed: 0,
-            stable_agreed: 0,
-            diff_p50: 0.0,
-            diff_p99: 0.0,
-            diff_p999: 0.0,
-            diff_max: 0.0,
-            diff_mean: 0.0,
-            latency_ns: [0; 4],
-        }
-    }
-}
-
 impl ShadowSummary {
     /// Share of compared vectors with equal raw labels (NaN before any).
     pub fn agreement(&self) -> f64 {
@@ -337,7 +283,6 @@ impl ShadowSummary {
 #[derive(Debug)]
 pub struct ShadowEngine {
     candidate: Option<Candidate>,
-    generation: u64,
     slots: InstrumentSlots,
     time_source: TimeSource,
     x: [f64; MAX_REGIME_FEATURES],
@@ -362,7 +307,6 @@ impl ShadowEngine {
         };
         Ok(Self {
             candidate: None,
-            generation: 0,
             slots: InstrumentSlots::new(max_instruments),
             time_source,
             x: [0.0; MAX_REGIME_FEATURES],
@@ -380,7 +324,6 @@ impl ShadowEngine {
     /// the candidate it replaces. Allocates and frees nothing.
     pub fn set(&mut self, candidate: Option<Candidate>, generation: u64) -> Option<Candidate> {
         let old = std::mem::replace(&mut self.candidate, candidate);
-        self.generation = generation;
         self.slots.clear();
         self.diffs.reset();
         self.latency.reset();
@@ -389,7 +332,7 @@ impl ShadowEngine {
         self.diff_n = 0;
         self.s = ShadowSummary {
             generation,
-            kind: self.candidate.as_ref().map(Candidate::kind),
+            kind: self.candidate.as_ref().map(kind),
             version: self.candidate.as_ref().map_or(0, Candidate::version),
             ..ShadowSummary::default()
         };
@@ -404,7 +347,7 @@ impl ShadowEngine {
         };
         self.s.seen += 1;
         match c {
-            Candidate::Scoring(m) => {
+            BoundModel::Scoring(m) => {
                 let k = m.model.n_outputs();
                 m.model.predict_row(&t.values, &m.cols, &mut self.out[..k]);
                 if t.scoring_version == 0 || usize::from(t.n_scores) < k {
@@ -429,18 +372,13 @@ impl ShadowEngine {
                     self.diffs.saturating_record((a / DIFF_UNIT).round() as u64);
                 }
             }
-            Candidate::Regime(r) => {
+            BoundModel::Regime(r) => {
                 let Some(slot) = self.slots.claim(t.instrument_id) else {
                     self.s.no_slot += 1;
                     return;
                 };
-                let x = &mut self.x[..r.cols.len()];
-                for (xi, &c) in x.iter_mut().zip(r.cols.iter()) {
-                    *xi = t.values[c];
-                }
-                let step = r.model.step(&mut r.online[slot], x);
                 let ts = self.time_source.pick(t.ts_recv, t.ts_event);
-                let stable = r.filters[slot].update(ts, &step, x);
+                let (step, stable) = r.label(slot, &t.values, ts, &mut self.x);
                 if t.regime_version == 0 {
                     self.s.no_live += 1;
                     return;
@@ -674,7 +612,7 @@ pub fn shadow_channel(
             generation: 0,
             current: None,
             latest: ShadowSummary::default(),
-            gate: settings.gate(),
+            gate: settings.gate.clone(),
         },
         ShadowPort {
             commands: crx,
@@ -695,27 +633,12 @@ impl ShadowControl {
     pub fn start_validated(&mut self, v: Validated) -> Result<(), ShadowError> {
         let name = v.manifest.name.clone();
         let version = v.manifest.model_version.clone();
-        let number = crate::swap::numeric_version(&version).ok_or_else(|| {
-            PipelineError::config(
-                "models",
-                format!(
-                    "{name} version {version:?}: signals carry a numeric version (v<N> or <N>)"
-                ),
-            )
-        })?;
-        let candidate = match v.model {
-            LoadedModel::Xgboost(m) => Candidate::Scoring(bind_scoring(m, number)?),
-            LoadedModel::Sjm(m) => {
-                Candidate::Regime(bind_regime(m, &self.stability, self.slots, number)?)
-            }
-            LoadedModel::Lstm(_) => {
-                return Err(PipelineError::config(
-                    "models.lstm",
-                    format!("{name}: the forecaster is not shadowed (only scoring and regime models are)"),
-                )
-                .into());
-            }
-        };
+        let candidate = bind_validated(
+            v,
+            &self.stability,
+            self.slots,
+            "shadowed (only scoring and regime models are)",
+        )?;
         self.start(candidate, &name, &version)
     }
 
@@ -729,7 +652,7 @@ impl ShadowControl {
         name: &str,
         version: u32,
     ) -> Result<(), ShadowError> {
-        let c = Candidate::Scoring(bind_scoring(model, version)?);
+        let c = BoundModel::Scoring(bind_scoring(model, version)?);
         self.start(c, name, &format!("v{version}"))
     }
 
@@ -744,7 +667,7 @@ impl ShadowControl {
         name: &str,
         version: u32,
     ) -> Result<(), ShadowError> {
-        let c = Candidate::Regime(bind_regime(model, &self.stability, self.slots, version)?);
+        let c = BoundModel::Regime(bind_regime(model, &self.stability, self.slots, version)?);
         self.start(c, name, &format!("v{version}"))
     }
 
@@ -1088,7 +1011,10 @@ mod tests {
             (
                 ShadowSettings {
                     enabled: true,
-                    min_agreement: Some(1.5),
+                    gate: ShadowGate {
+                        min_agreement: Some(1.5),
+                        ..Default::default()
+                    },
                     ..Default::default()
                 },
                 "shadow.min_agreement",
@@ -1096,14 +1022,20 @@ mod tests {
             (
                 ShadowSettings {
                     enabled: true,
-                    max_score_diff: Some(-1.0),
+                    gate: ShadowGate {
+                        max_score_diff: Some(-1.0),
+                        ..Default::default()
+                    },
                     ..Default::default()
                 },
                 "shadow.max_score_diff",
             ),
             (
                 ShadowSettings {
-                    min_vectors: Some(10),
+                    gate: ShadowGate {
+                        min_vectors: Some(10),
+                        ..Default::default()
+                    },
                     ..Default::default()
                 },
                 "shadow.enabled",
@@ -1125,7 +1057,7 @@ mod tests {
         .unwrap();
         assert!(cfg.shadow.enabled);
         assert_eq!(cfg.shadow.capacity, 64);
-        let g = cfg.shadow.gate();
+        let g = &cfg.shadow.gate;
         assert_eq!(g.min_time, Some(Duration::from_secs(2)));
         assert_eq!(
             (g.min_vectors, g.min_agreement, g.max_score_diff),

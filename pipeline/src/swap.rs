@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tickpipe_models::registry::{LoadedModel, Validated};
-use tickpipe_models::sjm::{SjmModel, SjmOnline};
-use tickpipe_models::stability::{StabilityConfig, StabilityFilter};
+use tickpipe_models::sjm::{SjmModel, SjmOnline, SjmStep};
+use tickpipe_models::stability::{StabilityConfig, StabilityFilter, Stable};
 use tickpipe_models::xgb::XgbModel;
 
 use crate::PipelineError;
@@ -55,6 +55,28 @@ pub struct RegimeModel {
     pub filters: Vec<StabilityFilter>,
     /// Version carried by the signals it labels.
     pub version: u32,
+}
+
+impl RegimeModel {
+    /// One feature vector through the model and the stability filter of instrument slot
+    /// `slot` at time `ts`: the model's columns of `values` are gathered into `x` (scratch of
+    /// at least `cols.len()`), the online state steps, the filter updates. No allocation.
+    #[inline]
+    pub fn label(
+        &mut self,
+        slot: usize,
+        values: &[f64],
+        ts: u64,
+        x: &mut [f64],
+    ) -> (SjmStep, Stable) {
+        let x = &mut x[..self.cols.len()];
+        for (xi, &c) in x.iter_mut().zip(self.cols.iter()) {
+            *xi = values[c];
+        }
+        let step = self.model.step(&mut self.online[slot], x);
+        let stable = self.filters[slot].update(ts, &step, x);
+        (step, stable)
+    }
 }
 
 /// One prepared change (or, on the way back, what it replaced).
@@ -122,6 +144,61 @@ pub fn bind_regime(
         cols,
         version,
     })
+}
+
+/// A model bound for the engine: what a registry-validated scoring or regime model becomes.
+#[derive(Debug)]
+pub enum BoundModel {
+    /// A scoring model.
+    Scoring(ScoringModel),
+    /// A regime model with fresh per-instrument state.
+    Regime(RegimeModel),
+}
+
+impl BoundModel {
+    /// The version its signals carry.
+    pub fn version(&self) -> u32 {
+        match self {
+            BoundModel::Scoring(m) => m.version,
+            BoundModel::Regime(m) => m.version,
+        }
+    }
+}
+
+/// Binds a model that passed the registry's validation, versioned by its registry version
+/// (`v<N>` or `<N>`); `what` says what the forecaster is refused for ("hot-swapped",
+/// "shadowed"): the slow lane's model is neither.
+///
+/// # Errors
+/// A forecaster, a version that is not a number, or a model that does not fit.
+pub fn bind_validated(
+    v: Validated,
+    stability: &StabilityConfig,
+    slots: usize,
+    what: &str,
+) -> Result<BoundModel, PipelineError> {
+    let version = numeric_version(&v.manifest.model_version).ok_or_else(|| {
+        PipelineError::config(
+            "models",
+            format!(
+                "{} version {:?}: signals carry a numeric version (v<N> or <N>)",
+                v.manifest.name, v.manifest.model_version
+            ),
+        )
+    })?;
+    match v.model {
+        LoadedModel::Xgboost(m) => Ok(BoundModel::Scoring(bind_scoring(m, version)?)),
+        LoadedModel::Sjm(m) => Ok(BoundModel::Regime(bind_regime(
+            m, stability, slots, version,
+        )?)),
+        LoadedModel::Lstm(_) => Err(PipelineError::config(
+            "models.lstm",
+            format!(
+                "{}: the forecaster runs on the slow lane and is not {what}",
+                v.manifest.name
+            ),
+        )),
+    }
 }
 
 /// Why an update was not queued.
@@ -218,27 +295,16 @@ impl ModelControl {
     /// A forecaster (the slow lane's model is not swapped here), a version that is not a
     /// number, a model that does not fit, or a full command ring.
     pub fn swap_validated(&mut self, v: Validated) -> Result<(), SwapError> {
-        let version = numeric_version(&v.manifest.model_version).ok_or_else(|| {
-            PipelineError::config(
-                "models",
-                format!(
-                    "{} version {:?}: signals carry a numeric version (v<N> or <N>)",
-                    v.manifest.name, v.manifest.model_version
-                ),
-            )
-        })?;
-        match v.model {
-            LoadedModel::Xgboost(m) => self.swap_scoring(m, version),
-            LoadedModel::Sjm(m) => self.swap_regime(m, version),
-            LoadedModel::Lstm(_) => Err(PipelineError::config(
-                "models.lstm",
-                format!(
-                    "{}: the forecaster runs on the slow lane and is not hot-swapped (restart with the new version)",
-                    v.manifest.name
-                ),
-            )
-            .into()),
-        }
+        let update = match bind_validated(
+            v,
+            &self.stability,
+            self.slots,
+            "hot-swapped (restart with the new version)",
+        )? {
+            BoundModel::Scoring(m) => ModelUpdate::Scoring(Some(m)),
+            BoundModel::Regime(m) => ModelUpdate::Regime(Some(m)),
+        };
+        self.send(update)
     }
 
     /// Drops what applied updates replaced; returns how many.
@@ -265,7 +331,7 @@ impl ModelControl {
 }
 
 /// `v12` or `12` as 12.
-pub(crate) fn numeric_version(v: &str) -> Option<u32> {
+fn numeric_version(v: &str) -> Option<u32> {
     v.strip_prefix('v').unwrap_or(v).parse().ok()
 }
 

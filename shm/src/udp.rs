@@ -61,21 +61,7 @@ pub fn bind_reuse_addr(addr: SocketAddr) -> io::Result<UdpSocket> {
     // SAFETY: `fd` is a socket just created and owned by no one else; the OwnedFd closes it on
     // every error path below.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let one: libc::c_int = 1;
-    // SAFETY: the value pointer and length describe `one`, a live c_int on this stack frame;
-    // the fd is open (owned above).
-    let rc = unsafe {
-        libc::setsockopt(
-            owned.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_REUSEADDR,
-            (&raw const one).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    set_int_option(owned.as_fd(), libc::SO_REUSEADDR, 1)?;
     let rc = match addr {
         SocketAddr::V4(a) => {
             let sa = libc::sockaddr_in {
@@ -129,13 +115,19 @@ pub fn bind_reuse_addr(addr: SocketAddr) -> io::Result<UdpSocket> {
 /// The `setsockopt` or `getsockopt` call failing.
 pub fn set_recv_buffer(sock: BorrowedFd<'_>, bytes: usize) -> io::Result<usize> {
     let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    set_int_option(sock, libc::SO_RCVBUF, v)?;
+    recv_buffer(sock)
+}
+
+/// Sets the `SOL_SOCKET` option `name` to the integer `v`.
+fn set_int_option(sock: BorrowedFd<'_>, name: libc::c_int, v: libc::c_int) -> io::Result<()> {
     // SAFETY: the value pointer and length describe `v`, a live c_int on this stack frame; the
     // fd is borrowed, so it is open for the duration of the call.
     let rc = unsafe {
         libc::setsockopt(
             sock.as_raw_fd(),
             libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
+            name,
             (&raw const v).cast(),
             size_of::<libc::c_int>() as libc::socklen_t,
         )
@@ -143,7 +135,7 @@ pub fn set_recv_buffer(sock: BorrowedFd<'_>, bytes: usize) -> io::Result<usize> 
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    recv_buffer(sock)
+    Ok(())
 }
 
 /// The socket's receive buffer size (`SO_RCVBUF`) as the kernel reports it.
